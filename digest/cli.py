@@ -1,0 +1,317 @@
+"""The command line: a thin layer over digest's library API (exit 0 ok, 1 failed, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ConfigError, DigestError, InputError, UsageError
+from .models import Keyword, ParsedDump, Profile, Ranked, RunReport
+
+CONFIG_HELP = "Config file (default: $DIGEST_CONFIG, then ./config.toml)."
+
+
+def _config(path: str | None) -> Any:
+    from .config import load_config
+
+    return load_config(path)
+
+
+def _emit_warnings(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        click.echo(w, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="digest")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Reading digests and Atom feeds of new papers, ranked by your keywords."""
+    ctx.obj = {"debug": debug}
+
+
+def _report_dict(report: RunReport) -> dict[str, Any]:
+    return {
+        "new_papers": report.new_papers,
+        "total_papers": report.total_papers,
+        "dumps": [{"path": p, "new_papers": report.new_per_dump.get(p, 0)}
+                  for p in report.dumps_ingested],
+        "duplicates": [{"path": p, "same_as": s} for p, s in report.dumps_duplicate],
+        "rejected": report.dumps_rejected,
+        "warnings": report.warnings,
+        "subscribers": {d["subscriber"]: {k: v for k, v in d.items() if k != "subscriber"}
+                        for d in report.digests},
+        "feeds_written": report.feeds_written,
+        "feeds_unchanged": report.feeds_unchanged,
+    }
+
+
+def _print_ingest(report: RunReport) -> None:
+    for path in report.dumps_ingested:
+        click.echo(f"ingested {path}: {report.new_per_dump.get(path, 0)} new papers")
+    for path, same in report.dumps_duplicate:
+        click.echo(f"skipped {path}: identical to {same}, already ingested (no-op)")
+
+
+def _finish(report: RunReport) -> None:
+    for line in report.dumps_rejected:
+        click.echo(f"digest: error: {line}", err=True)
+    if report.dumps_rejected:
+        raise SystemExit(2)
+
+
+@cli.command("run")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def run_cmd(config_path: str | None, as_json: bool) -> None:
+    """Ingest new dumps from the inbox, write each subscriber's digest, update feeds."""
+    from .pipeline import run
+
+    report = run(_config(config_path))
+    _emit_warnings(report.warnings)
+    if as_json:
+        click.echo(json.dumps(_report_dict(report), indent=2))
+        _finish(report)
+        return
+    if not report.changed:
+        click.echo("Nothing new: no new dumps in the inbox and no papers waiting for a "
+                   "digest. Nothing changed.")
+        if report.dumps_duplicate:
+            click.echo(f"({len(report.dumps_duplicate)} dump(s) in the inbox were ingested "
+                       "before.)")
+        _finish(report)
+        return
+    _print_ingest(report)
+    click.echo(f"{report.new_papers} new papers; the store now holds {report.total_papers}.")
+    for d in report.digests:
+        click.echo(f"digest for {d['subscriber']}: issue {d['issue']}, {d['new']} new papers, "
+                   f"{d['matched']} matches")
+    click.echo(f"feeds: {len(report.feeds_written)} updated, {len(report.feeds_unchanged)} "
+               "unchanged")
+    _finish(report)
+
+
+@cli.command("preview")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--subscriber", metavar="NAME", help="Only this subscriber's digest.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md",
+              show_default=True, help="md prints Markdown; html writes a temporary file.")
+@click.argument("dumps", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
+                dumps: tuple[Path, ...]) -> None:
+    """Show the next digest as it would be now, changing nothing on disk.
+
+    With DUMP arguments, as if those dumps were dropped in the inbox now.
+    """
+    from .pipeline import preview
+
+    config = _config(config_path)
+    report, rendered = preview(config, subscriber=subscriber, dumps=dumps)
+    _emit_warnings(report.warnings)
+    if not rendered:
+        who = subscriber or "any subscriber"
+        click.echo(f"Nothing new for {who}: the next digest would be empty.", err=True)
+        _finish(report)
+        return
+    for item in rendered:
+        if fmt == "md":
+            click.echo(item.markdown)
+        else:
+            handle = tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", suffix=".html", delete=False,
+                prefix=f"digest-preview-{item.digest.profile.name}-")
+            with handle:
+                handle.write(item.html)
+            click.echo(handle.name)
+    _finish(report)
+
+
+def _parse_all(paths: Sequence[Path], today: date | None) -> tuple[list[ParsedDump], list[str]]:
+    from .sources import read_dump
+
+    parsed, errors = [], []
+    for path in paths:
+        try:
+            parsed.append(read_dump(path, today=today))
+        except InputError as exc:
+            errors.append(str(exc))
+    for dump in parsed:
+        _emit_warnings([str(w) for w in dump.warnings])
+    return parsed, errors
+
+
+def _fail_inputs(errors: Sequence[str]) -> None:
+    for e in errors:
+        click.echo(f"digest: error: {e}", err=True)
+    if errors:
+        raise SystemExit(2)
+
+
+_DATE_OPTION = click.option(
+    "--date", "today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    help="Day the dump was saved, for yearless dates (default: the file's modification date).")
+
+
+@cli.command("parse")
+@click.argument("dumps", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of entries.")
+@_DATE_OPTION
+def parse_cmd(dumps: tuple[Path, ...], as_json: bool, today: Any) -> None:
+    """Print the entries parsed from page dumps."""
+    parsed, errors = _parse_all(dumps, today.date() if today else None)
+    if as_json:
+        rows = [{
+            "title": p.title, "abstract": p.abstract, "authors": p.authors,
+            "date": p.published.isoformat() if p.published else None, "date_raw": p.date_raw,
+            "upvotes": p.upvotes, "links": list(p.links), "source": p.source, "line": p.line,
+            "key": p.key, "page_date": d.page_date.isoformat() if d.page_date else None,
+        } for d in parsed for p in d.papers]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for d in parsed:
+            page = f", page dated {d.page_date}" if d.page_date else ""
+            click.echo(f"{d.path}: {len(d.papers)} entries ({d.shape}{page}), "
+                       f"{len(d.warnings)} warnings")
+            for p in d.papers:
+                extra = [x for x in (f"{p.authors} authors" if p.authors else "",
+                                     p.published.isoformat() if p.published else "",
+                                     f"{p.upvotes} upvotes" if p.upvotes else "") if x]
+                click.echo(f"  {p.line:>5}  {p.title}" + (f"  [{', '.join(extra)}]"
+                                                          if extra else ""))
+    _fail_inputs(errors)
+
+
+def _keyword(text: str) -> Keyword:
+    term, sep, weight = text.rpartition("^")
+    if sep and term.strip():
+        try:
+            value = float(weight)
+        except ValueError:
+            raise UsageError(f"-k {text!r}: the weight after ^ must be a number") from None
+        if value <= 0:
+            raise UsageError(f"-k {text!r}: the weight must be above 0 (use -x to exclude)")
+        return Keyword(term.strip(), value)
+    return Keyword(text.strip())
+
+
+def _ranked_json(r: Ranked) -> dict[str, Any]:
+    return {
+        "rank": r.rank, "title": r.paper.title, "score": r.score,
+        "matches": [{"term": m.term, "weight": m.weight, "title": m.title_hits,
+                     "abstract": m.abstract_hits, "contribution": round(m.contribution, 4)}
+                    for m in r.matches],
+        "key": r.paper.key, "source": r.paper.source, "line": r.paper.line,
+    }
+
+
+@cli.command("rank")
+@click.argument("dumps", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", metavar="PATH", help="Take keywords from this config.")
+@click.option("--subscriber", metavar="NAME", help="Whose keywords (with --config).")
+@click.option("-k", "--keyword", "keywords", multiple=True, metavar="TERM[^WEIGHT]",
+              help="A keyword or phrase of interest; repeat for more.")
+@click.option("-x", "--exclude", "excludes", multiple=True, metavar="TERM",
+              help="Drop papers matching this; repeat for more.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
+@_DATE_OPTION
+def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str | None,
+             keywords: tuple[str, ...], excludes: tuple[str, ...], as_json: bool,
+             today: Any) -> None:
+    """Rank the papers in dumps by keywords, without touching any store."""
+    from .rank import Corpus, score_all
+
+    if keywords and (config_path or subscriber):
+        raise UsageError("give either -k keywords or --config/--subscriber, not both")
+    if keywords:
+        profile = Profile("cli", keywords=tuple(_keyword(k) for k in keywords),
+                          exclude=tuple(_keyword(x) for x in excludes))
+    elif config_path or subscriber:
+        config = _config(config_path)
+        if subscriber is None:
+            if len(config.subscribers) != 1:
+                names = ", ".join(p.name for p in config.subscribers) or "none"
+                raise UsageError(f"choose a subscriber with --subscriber (have: {names})")
+            profile = config.subscribers[0]
+        else:
+            profile = config.subscriber(subscriber)
+    else:
+        raise UsageError("give keywords with -k TERM (repeatable) or --config PATH")
+    parsed, errors = _parse_all(dumps, today.date() if today else None)
+    seen: dict[str, Any] = {}
+    for d in parsed:
+        for p in d.papers:
+            seen.setdefault(p.key, p)
+    results = score_all(Corpus.build(seen.values()), profile.keywords, profile.exclude)
+    if as_json:
+        click.echo(json.dumps([_ranked_json(r) for r in results], indent=2,
+                              ensure_ascii=False))
+    else:
+        from .render import explain
+
+        click.echo(f"{len(results)} of {len(seen)} papers match")
+        for r in results:
+            click.echo(f"{r.rank:>4}. {r.score:7.2f}  {r.paper.title}\n"
+                       f"{'':15}{explain(r)}")
+    _fail_inputs(errors)
+
+
+@cli.command("ingest")
+@click.argument("dumps", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) -> None:
+    """Add dumps to the store as already seen (backfill): they appear in no digest."""
+    from .pipeline import backfill
+
+    report = backfill(_config(config_path), dumps)
+    _emit_warnings(report.warnings)
+    if as_json:
+        click.echo(json.dumps(_report_dict(report), indent=2))
+    else:
+        _print_ingest(report)
+        click.echo(f"{report.new_papers} new papers; the store now holds "
+                   f"{report.total_papers}.")
+    _finish(report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: one line on stderr per error, no traceback unless --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="digest", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("digest: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+    except DigestError as exc:
+        if debug:
+            raise
+        click.echo(f"digest: error: {exc}", err=True)
+        return exc.exit_code
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"digest: internal error: {type(exc).__name__}: {exc} "
+                   "(run with --debug for the traceback, and please report it)", err=True)
+        return 1
+    return 0
+
+
+__all__ = ["ConfigError", "cli", "main"]

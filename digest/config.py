@@ -1,0 +1,294 @@
+"""Read and check ``config.toml`` before anything runs; report every problem at once.
+
+Paths are relative to the config file. Unknown keys are errors (a typo in a keyword
+table would silently change ranking) and come with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+from .models import Keyword, Profile
+
+DEFAULT_CONFIG = "config.toml"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole checked configuration."""
+
+    path: Path
+    title: str
+    inbox: Path
+    data_dir: Path
+    feeds_dir: Path
+    site_url: str | None
+    feed_size: int
+    also_new: int
+    templates: Path | None
+    timezone: str
+    subscribers: tuple[Profile, ...]
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite store file."""
+        return self.data_dir / "digest.sqlite3"
+
+    @property
+    def digests_dir(self) -> Path:
+        """Where rendered digests go, one folder per subscriber."""
+        return self.data_dir / "digests"
+
+    def feed_url(self, name: str) -> str | None:
+        """The public URL of a subscriber's feed (its rel="self")."""
+        if not self.site_url:
+            return None
+        return f"{self.site_url}{self.feeds_dir.name}/{name}.atom"
+
+    def subscriber(self, name: str) -> Profile:
+        """The subscriber called ``name`` (ConfigError naming the valid ones if absent)."""
+        for p in self.subscribers:
+            if p.name == name:
+                return p
+        valid = ", ".join(p.name for p in self.subscribers) or "none configured"
+        raise ConfigError(str(self.path), [f"no subscriber named {name!r} (have: {valid})"])
+
+
+class _Checker:
+    """Collects problems as ``[table].key: message`` with the line where it can find one."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.split("\n")
+        self.problems: list[str] = []
+
+    def line_of(self, table: str, index: int | None, key: str | None) -> int | None:
+        header = re.compile(rf"^\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$") if table else None
+        start, seen = 0, -1
+        if header is not None:
+            for n, line in enumerate(self.lines):
+                if header.match(line):
+                    seen += 1
+                    if index is None or seen == index:
+                        start = n
+                        break
+            else:
+                return None
+        if key is None:
+            return start + 1 if header is not None else None
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for n in range(start, len(self.lines)):
+            if n > start and re.match(r"^\s*\[", self.lines[n]):
+                break
+            if pattern.match(self.lines[n]):
+                return n + 1
+        return None
+
+    def add(self, table: str, index: int | None, key: str | None, message: str,
+            suffix: str = "") -> None:
+        where = f"[{table}]" + (f"[{index}]" if index is not None else "") if table else ""
+        dotted = f"{where}.{key}{suffix}" if key and where else (key or where)
+        line = self.line_of(table, index, key)
+        self.problems.append(f"{str(line) + ': ' if line else ''}{dotted}: {message}")
+
+    def unknown(self, table: str, index: int | None, got: dict[str, Any],
+                valid: tuple[str, ...]) -> None:
+        for key in got:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else \
+                    f"; valid keys: {', '.join(valid)}"
+                self.add(table, index, key, f"unknown key{hint}")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _typed(check: _Checker, table: str, index: int | None, data: dict[str, Any], key: str,
+           kind: type | tuple[type, ...], default: Any, what: str) -> Any:
+    if key not in data:
+        return default
+    value = data[key]
+    if isinstance(value, bool) and kind is not bool and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)):
+        check.add(table, index, key, f"expected {what}, got {_describe(value)}")
+        return default
+    if not isinstance(value, kind):
+        check.add(table, index, key, f"expected {what}, got {_describe(value)}")
+        return default
+    return value
+
+
+def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tuple[Keyword, ...]:
+    raw = data.get(key, [])
+    if not isinstance(raw, list):
+        check.add("subscribers", index, key, f"expected a list of keywords, got {_describe(raw)}")
+        return ()
+    out: list[Keyword] = []
+    for n, item in enumerate(raw):
+        suffix = f"[{n}]"
+        if isinstance(item, str):
+            term, weight = item, 1.0
+        elif isinstance(item, dict):
+            extra = [k for k in item if k not in ("term", "weight")]
+            if extra:
+                close = difflib.get_close_matches(extra[0], ("term", "weight"), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                check.add("subscribers", index, key, f"unknown key {extra[0]!r}{hint}", suffix)
+                continue
+            term, weight = item.get("term"), item.get("weight", 1.0)
+            if not isinstance(term, str):
+                check.add("subscribers", index, key, "a keyword table needs term = \"...\"",
+                          suffix)
+                continue
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                check.add("subscribers", index, key,
+                          f"weight must be a number above 0, got {_describe(weight)} "
+                          "(put unwanted words in exclude)", suffix)
+                continue
+        else:
+            check.add("subscribers", index, key, "expected a string or a table like "
+                      f"{{ term = \"...\", weight = 2 }}, got {_describe(item)}", suffix)
+            continue
+        if not re.search(r"\w", term):
+            check.add("subscribers", index, key, f"keyword {term!r} has no letters or digits",
+                      suffix)
+            continue
+        out.append(Keyword(" ".join(term.split()), float(weight)))
+    return tuple(out)
+
+
+_DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
+                "also_new", "templates", "timezone")
+_SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed")
+_TOP_KEYS = ("digest", "subscribers")
+
+
+def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Profile | None:
+    if not isinstance(data, dict):
+        check.add("subscribers", index, None, "expected a [[subscribers]] table")
+        return None
+    check.unknown("subscribers", index, data, _SUBSCRIBER_KEYS)
+    name = _typed(check, "subscribers", index, data, "name", str, None, "a string")
+    if name is None:
+        if "name" not in data:
+            check.add("subscribers", index, "name", "missing: every subscriber needs a name")
+        return None
+    if not _NAME.match(name):
+        check.add("subscribers", index, "name", f"{name!r} is not a valid name: use lower-case "
+                  "letters, digits, '-' and '_' (it names files and feeds)")
+        return None
+    if name in names:
+        check.add("subscribers", index, "name", f"{name!r} is used by two subscribers")
+    names.add(name)
+    email = _typed(check, "subscribers", index, data, "email", str, None, "an e-mail address")
+    if email is not None and not _EMAIL.match(email):
+        check.add("subscribers", index, "email", f"{email!r} is not an e-mail address")
+    min_score = _typed(check, "subscribers", index, data, "min_score", (int, float), 0.0,
+                       "a number")
+    max_items = _typed(check, "subscribers", index, data, "max_items", int, 20, "an integer")
+    if max_items < 1:
+        check.add("subscribers", index, "max_items", f"must be at least 1, got {max_items}")
+    return Profile(
+        name=name, email=email, keywords=_keywords(check, index, data, "keywords"),
+        exclude=_keywords(check, index, data, "exclude"), min_score=float(min_score),
+        max_items=max(1, max_items),
+        feed=_typed(check, "subscribers", index, data, "feed", bool, True, "true or false"),
+    )
+
+
+def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str) -> Path:
+    value = _typed(check, "digest", None, data, key, str, default, "a path (string)")
+    return (base / os.path.expanduser(value)).resolve()
+
+
+def parse_config(path: Path, text: str) -> Config:
+    """Check config text; raise ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"at line (\d+)", str(exc))
+        where = f"{found.group(1)}: " if found else ""
+        raise ConfigError(str(path), [f"{where}invalid TOML: {exc}"]) from None
+    check = _Checker(path, text)
+    check.unknown("", None, raw, _TOP_KEYS)
+    digest = raw.get("digest", {})
+    if not isinstance(digest, dict):
+        check.add("", None, "digest", "expected a [digest] table")
+        digest = {}
+    check.unknown("digest", None, digest, _DIGEST_KEYS)
+    base = path.parent
+    site_url = _typed(check, "digest", None, digest, "site_url", str, None, "a URL")
+    if site_url is not None:
+        parts = urlsplit(site_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            check.add("digest", None, "site_url",
+                      f"{site_url!r} is not an absolute http(s) URL (feeds need one for rel=self)")
+            site_url = None
+        elif not site_url.endswith("/"):
+            site_url += "/"
+    feed_size = _typed(check, "digest", None, digest, "feed_size", int, 50, "an integer")
+    if feed_size < 1:
+        check.add("digest", None, "feed_size", f"must be at least 1, got {feed_size}")
+    also_new = _typed(check, "digest", None, digest, "also_new", int, 30, "an integer")
+    if also_new < 0:
+        check.add("digest", None, "also_new", f"must be 0 or more, got {also_new}")
+    templates = None
+    if "templates" in digest:
+        templates = _path(base, check, digest, "templates", "")
+        if not templates.is_dir():
+            check.add("digest", None, "templates", f"{templates} is not a folder")
+    timezone = _typed(check, "digest", None, digest, "timezone", str, "UTC", "an IANA zone name")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        check.add("digest", None, "timezone",
+                  f"unknown time zone {timezone!r} (use a name like 'Europe/Berlin')")
+        timezone = "UTC"
+    subs_raw = raw.get("subscribers", [])
+    if not isinstance(subs_raw, list):
+        check.add("", None, "subscribers", "expected [[subscribers]] tables")
+        subs_raw = []
+    names: set[str] = set()
+    subscribers = [_subscriber(check, i, s, names) for i, s in enumerate(subs_raw)]
+    config = Config(
+        path=path,
+        title=_typed(check, "digest", None, digest, "title", str, "Papers digest", "a string"),
+        inbox=_path(base, check, digest, "inbox", "inbox"),
+        data_dir=_path(base, check, digest, "data_dir", "data"),
+        feeds_dir=_path(base, check, digest, "feeds_dir", "feeds"),
+        site_url=site_url, feed_size=max(1, feed_size), also_new=max(0, also_new),
+        templates=templates, timezone=timezone,
+        subscribers=tuple(s for s in subscribers if s is not None),
+    )
+    if check.problems:
+        raise ConfigError(str(path), check.problems)
+    return config
+
+
+def load_config(path: Path | str | None = None, *,
+                reader: Callable[[Path], str] | None = None) -> Config:
+    """Load the config at ``path`` (default: $DIGEST_CONFIG, then ./config.toml)."""
+    chosen = Path(path or os.environ.get("DIGEST_CONFIG") or DEFAULT_CONFIG)
+    try:
+        text = reader(chosen) if reader else chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(chosen), ["no such file; pass --config PATH or create "
+                                        "config.toml (see README)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(chosen), [f"cannot read: {exc}"]) from None
+    return parse_config(chosen.resolve(), text)

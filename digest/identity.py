@@ -1,0 +1,46 @@
+"""Paper identity: the key that makes the same paper from two dumps one paper."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_NON_WORD = re.compile(r"[^\w\s]|_")
+_ARXIV = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$", re.I)
+# Characters XML 1.0 forbids (C0 controls but tab/newline/CR, surrogates, U+FFFE/U+FFFF).
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def normalise_title(title: str) -> str:
+    """NFKC, case-folded, punctuation dropped and whitespace collapsed to single spaces."""
+    folded = unicodedata.normalize("NFKC", title).casefold()
+    return " ".join(_NON_WORD.sub(" ", folded).split())
+
+
+def normalise_arxiv_id(value: str) -> str | None:
+    """`arXiv:2403.01234v2` -> `2403.01234`; None when it is not an arXiv id."""
+    match = _ARXIV.match(value.strip())
+    return match.group(1).lower() if match else None
+
+
+def paper_key(title: str, arxiv_id: str | None = None) -> str:
+    """The store key: `arxiv:<id>` where the id is known, else `title:<normalised title>`."""
+    if arxiv_id:
+        return f"arxiv:{arxiv_id}"
+    return f"title:{normalise_title(title)}"
+
+
+def short_hash(text: str, length: int = 16) -> str:
+    """A stable hex digest used in feed ids and file names."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def strip_xml_illegal(text: str) -> str:
+    """Remove code points that no XML document (feed, HTML e-mail) may carry."""
+    return _XML_ILLEGAL.sub("", text)
+
+
+def content_hash(text: str) -> str:
+    """Identity of a dump: the hash of its decoded, LF-normalised text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

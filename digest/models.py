@@ -1,0 +1,137 @@
+"""The typed records that flow between pipeline stages (all frozen, all tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """One paper, as a source read it or as the store holds it."""
+
+    key: str
+    title: str
+    abstract: str
+    authors: int | None = None
+    author_names: tuple[str, ...] = ()
+    published: date | None = None
+    date_raw: str | None = None
+    upvotes: int | None = None
+    links: tuple[str, ...] = ()
+    arxiv_id: str | None = None
+    url: str | None = None
+    source: str = ""
+    line: int = 0
+    first_seen: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseWarning:
+    """A line a parser could not make sense of; reported, never fatal."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: warning: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDump:
+    """Everything one dump file yielded."""
+
+    path: str
+    sha256: str
+    shape: str
+    page_date: date | None
+    page_date_raw: str | None
+    papers: tuple[Paper, ...]
+    warnings: tuple[ParseWarning, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    """A keyword or phrase of interest with its weight."""
+
+    term: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One subscriber: who they are and what they want to read about."""
+
+    name: str
+    email: str | None = None
+    keywords: tuple[Keyword, ...] = ()
+    exclude: tuple[Keyword, ...] = ()
+    min_score: float = 0.0
+    max_items: int = 20
+    feed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """How one keyword matched one paper: the explanation behind a score."""
+
+    term: str
+    weight: float
+    title_hits: int
+    abstract_hits: int
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A paper with its score and the keyword matches that produced it."""
+
+    paper: Paper
+    score: float
+    matches: tuple[Match, ...]
+    rank: int = 0
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The matched keywords, strongest first."""
+        return tuple(m.term for m in self.matches)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One subscriber's digest issue, ready to render."""
+
+    title: str
+    profile: Profile
+    number: int
+    generated_at: datetime
+    covers_from: datetime | None
+    covers_to: datetime
+    new_count: int
+    items: tuple[Ranked, ...]
+    others: tuple[Paper, ...]
+    others_total: int
+    page_dates: tuple[date, ...] = ()
+    feed_url: str | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What one run did, counted per stage (the CLI prints it)."""
+
+    dumps_ingested: list[str] = field(default_factory=list)
+    dumps_duplicate: list[tuple[str, str]] = field(default_factory=list)
+    dumps_rejected: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    new_papers: int = 0
+    new_per_dump: dict[str, int] = field(default_factory=dict)
+    total_papers: int = 0
+    digests: list[dict[str, object]] = field(default_factory=list)
+    feeds_written: list[str] = field(default_factory=list)
+    feeds_unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True when the run wrote anything at all."""
+        return bool(self.dumps_ingested or self.digests or self.feeds_written)

@@ -1,0 +1,202 @@
+"""The only place stages meet: sources -> store -> rank -> render -> publish.
+
+``run`` ingests every new dump in the inbox, makes each subscriber's digest of the
+papers first seen since their previous one, and regenerates the feeds. ``preview``
+does the same against an in-memory copy of the store and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from .config import Config
+from .errors import InputError
+from .faults import checkpoint
+from .feed import build_feed
+from .fsutil import atomic_write
+from .models import Digest, Paper, Profile, RunReport
+from .rank import Corpus, rank
+from .render import Renderer
+from .sources import inbox_files, iter_dumps
+from .store import Cursor, Store
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, UTC-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One digest with its two renderings."""
+
+    digest: Digest
+    markdown: str
+    html: str
+
+
+def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
+           kind: str = "run") -> None:
+    """Ingest each dump not seen before (by content), one transaction per dump."""
+    run_id: int | None = None
+    for item in iter_dumps(paths):
+        if isinstance(item, InputError):
+            report.dumps_rejected.append(str(item))
+            continue
+        report.warnings.extend(str(w) for w in item.warnings)
+        previous = store.find_dump(item.sha256)
+        if previous is not None:
+            report.dumps_duplicate.append((item.path, previous.name))
+            continue
+        result = store.ingest(item, run_id, kind, now())
+        run_id = result.run_id
+        report.dumps_ingested.append(item.path)
+        report.new_per_dump[item.path] = len(result.new_keys)
+        report.new_papers += len(result.new_keys)
+    report.total_papers = store.paper_count()
+
+
+def _cursor(store: Store, profile: Profile, baseline: int, now: Clock,
+            persist: bool) -> Cursor:
+    found = store.cursor(profile.name)
+    if found is not None:
+        return found
+    # A subscriber digest has not met yet starts with the papers of its first run.
+    if persist:
+        return store.add_subscriber(profile.name, baseline, now())
+    return Cursor(profile.name, baseline, 0, None)
+
+
+def make_digests(store: Store, config: Config, renderer: Renderer, baseline: int, now: Clock,
+                 only: str | None = None, persist: bool = True) -> list[Rendered]:
+    """Each subscriber's next digest (papers first seen since their last one)."""
+    upto = store.latest_run()
+    zone = ZoneInfo(config.timezone)
+    corpora: dict[int, tuple[list[Paper], Corpus]] = {}  # subscribers at one cursor share one
+    out: list[Rendered] = []
+    for profile in config.subscribers:
+        if only is not None and profile.name != only:
+            continue
+        if store.cursor(profile.name) is None and upto == baseline:
+            continue  # nothing new has arrived since digest first met this subscriber
+        cursor = _cursor(store, profile, baseline, now, persist)
+        if cursor.run >= upto:
+            continue
+        if cursor.run not in corpora:
+            papers = store.papers_after(cursor.run, upto)
+            corpora[cursor.run] = (papers, Corpus.build(papers))
+        papers, corpus = corpora[cursor.run]
+        if not papers:
+            continue
+        items, rest = rank(corpus, profile)
+        generated = now().astimezone(zone)
+        first = min((p.first_seen for p in papers if p.first_seen), default=None)
+        digest = Digest(
+            title=config.title, profile=profile, number=cursor.last_issue + 1,
+            generated_at=generated,
+            covers_from=(cursor.last_digest_at or first or generated).astimezone(zone),
+            covers_to=generated, new_count=len(papers), items=tuple(items),
+            others=tuple(rest[: config.also_new]), others_total=len(rest),
+            page_dates=tuple(store.page_dates(cursor.run, upto)),
+            feed_url=config.feed_url(profile.name) if profile.feed else None,
+        )
+        out.append(Rendered(digest, renderer.markdown(digest), renderer.html_page(digest)))
+        if persist:
+            _publish_digest(store, config, cursor, upto, out[-1])
+    return out
+
+
+def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
+                    rendered: Rendered) -> None:
+    digest = rendered.digest
+    stem = f"{digest.generated_at:%Y-%m-%d}-{digest.number:03d}"
+    folder = config.digests_dir / digest.profile.name
+    md_path, html_path = folder / f"{stem}.md", folder / f"{stem}.html"
+    atomic_write(md_path, rendered.markdown.encode("utf-8"))
+    atomic_write(html_path, rendered.html.encode("utf-8"))
+    checkpoint("run:after-render")
+    store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
+                       digest.generated_at, digest.new_count, digest.items,
+                       (str(md_path), str(html_path)))
+
+
+def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, datetime]:
+    """(tag authority, tag date, empty-feed time): minted once per store, then fixed."""
+    host = urlsplit(config.site_url).hostname if config.site_url else None
+    authority = store.set_meta_once("tag_authority", host or "digest.invalid")
+    created = store.set_meta_once("created_at", now().astimezone(UTC).isoformat(
+        timespec="seconds"))
+    tag_date = created[:10]
+    return authority, tag_date, datetime.fromisoformat(created)
+
+
+def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
+                report: RunReport) -> None:
+    """Regenerate every subscriber's feed from the store; rewrite only what changed."""
+    authority, tag_date, created = feed_identity(store, config, now)
+    for profile in config.subscribers:
+        if not profile.feed:
+            continue
+        data = build_feed(
+            authority=authority, tag_date=tag_date, name=profile.name, title=config.title,
+            self_url=config.feed_url(profile.name),
+            items=store.feed_items(profile.name, config.feed_size),
+            keywords=profile.keywords, renderer=renderer, empty_updated=created)
+        path = config.feeds_dir / f"{profile.name}.atom"
+        (report.feeds_written if atomic_write(path, data) else report.feeds_unchanged).append(
+            str(path))
+
+
+def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> RunReport:
+    """The main job: ingest the inbox, publish digests, regenerate feeds."""
+    report = RunReport()
+    renderer = Renderer(config.templates)
+    store = Store.open(config.store_path)
+    try:
+        baseline = store.latest_run()
+        ingest(store, [*inbox_files(config.inbox), *extra], report, now)
+        checkpoint("run:after-ingest")
+        for rendered in make_digests(store, config, renderer, baseline, now):
+            d = rendered.digest
+            report.digests.append({
+                "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
+                "matched": len(d.items)})
+        write_feeds(store, config, renderer, now, report)
+    finally:
+        store.close()
+    return report
+
+
+def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now) -> RunReport:
+    """Add dumps to the store as already seen: they never appear in any digest."""
+    report = RunReport()
+    store = Store.open(config.store_path)
+    try:
+        ingest(store, paths, report, now, kind="backfill")
+    finally:
+        store.close()
+    return report
+
+
+def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Path] = (),
+            now: Clock = utc_now) -> tuple[RunReport, list[Rendered]]:
+    """The next digests as ``run`` would make them now; nothing is written anywhere."""
+    if subscriber is not None:
+        config.subscriber(subscriber)  # a clear error for an unknown name
+    report = RunReport()
+    store = Store.snapshot(config.store_path)
+    try:
+        baseline = store.latest_run()
+        ingest(store, [*inbox_files(config.inbox), *dumps], report, now)
+        rendered = make_digests(store, config, Renderer(config.templates), baseline, now,
+                                only=subscriber, persist=False)
+    finally:
+        store.close()
+    return report, rendered

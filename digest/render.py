@@ -1,0 +1,146 @@
+"""Rendering digests to Markdown and HTML with Jinja2 (pure: returns strings).
+
+Paper text is untrusted. The HTML environment autoescapes everything. The Markdown
+environment escapes every ``{{ expression }}`` for Markdown through ``finalize`` (so a
+template cannot forget to), and ``<`` becomes ``&lt;`` because Python-Markdown passes
+raw HTML through even after a backslash.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from .models import Digest, Keyword, Ranked
+from .rank import highlight_spans
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def bundled_templates() -> Path:
+    """The shipped templates: inside the installed package, or the repo's templates/."""
+    installed = _PACKAGE_DIR / "templates"
+    return installed if installed.is_dir() else _PACKAGE_DIR.parent / "templates"
+
+
+class MarkdownSafe(str):
+    """Text already escaped for Markdown; ``finalize`` leaves it alone."""
+
+    __slots__ = ()
+
+
+_MD_INLINE = re.compile(r"([\\`*_\[\]])")
+_MD_LINE_START = re.compile(r"^(\s*)([#>+!-]|\d+\.)")
+
+
+def md_escape(value: object) -> str:
+    """Escape text so Markdown shows it literally and renders no HTML from it."""
+    if isinstance(value, MarkdownSafe):
+        return value
+    text = " ".join(str(value).split())
+    text = _MD_INLINE.sub(r"\\\1", text).replace("<", "&lt;")
+    return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
+def _finalize_md(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, int | float | MarkdownSafe):
+        return value
+    return md_escape(value)
+
+
+def highlight_html(text: str, keywords: Sequence[Keyword]) -> Markup:
+    """Escaped text with keyword matches wrapped in <mark>."""
+    out: list[str] = []
+    pos = 0
+    for start, end in highlight_spans(text, keywords):
+        out.append(str(escape(text[pos:start])))
+        out.append(f"<mark>{escape(text[start:end])}</mark>")
+        pos = end
+    out.append(str(escape(text[pos:])))
+    return Markup("".join(out))
+
+
+def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
+    """Markdown-escaped text with keyword matches in bold."""
+    out: list[str] = []
+    pos = 0
+    for start, end in highlight_spans(text, keywords):
+        out.append(md_escape(text[pos:start]) if start > pos else "")
+        out.append(f"**{md_escape(text[start:end])}**")
+        pos = end
+    out.append(md_escape(text[pos:]) if pos < len(text) else "")
+    return MarkdownSafe("".join(out).strip())
+
+
+def safe_url(url: str | None) -> str | None:
+    """Only absolute http(s) URLs ever reach an href."""
+    if url and re.match(r"^https?://[^\s<>\"']+$", url):
+        return url
+    return None
+
+
+def fmt_date(value: date | datetime | None) -> str:
+    """`2026-11-23` for dates, `2026-11-23 08:00 UTC` for times."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M %Z").strip()
+    return value.isoformat()
+
+
+def explain(item: Ranked) -> str:
+    """`CLIP (title 1, abstract 3), data curation (abstract 1)`."""
+    parts = []
+    for m in item.matches:
+        where = [f"{field} {n}" for field, n in (("title", m.title_hits),
+                                                 ("abstract", m.abstract_hits)) if n]
+        parts.append(f"{m.term} ({', '.join(where)})")
+    return ", ".join(parts)
+
+
+def _common(env: Environment) -> Environment:
+    env.globals.update(fmt_date=fmt_date, explain=explain, safe_url=safe_url)
+    env.trim_blocks = True
+    env.lstrip_blocks = True
+    return env
+
+
+class Renderer:
+    """Jinja2 environments over the user's template folder, then the bundled one."""
+
+    def __init__(self, override: Path | None = None) -> None:
+        folders = [str(override)] if override else []
+        loader = ChoiceLoader([FileSystemLoader(folders + [str(bundled_templates())])])
+        self.html = _common(Environment(loader=loader, autoescape=True,
+                                        undefined=StrictUndefined))
+        self.html.globals["highlight"] = highlight_html
+        self.text = _common(Environment(loader=loader, autoescape=False,  # noqa: S701
+                                        finalize=_finalize_md, undefined=StrictUndefined,
+                                        keep_trailing_newline=True))
+        self.text.globals["highlight"] = highlight_md
+        self.text.filters["raw"] = MarkdownSafe
+
+    def markdown(self, digest: Digest) -> str:
+        """The Markdown digest."""
+        return self.text.get_template("digest.md.j2").render(self._context(digest))
+
+    def html_page(self, digest: Digest) -> str:
+        """The HTML digest (a standalone page, e-mail friendly)."""
+        return self.html.get_template("digest.html.j2").render(self._context(digest))
+
+    def feed_entry(self, item: Ranked, keywords: Sequence[Keyword]) -> str:
+        """The HTML content of one Atom entry."""
+        return self.html.get_template("feed_entry.html.j2").render(
+            item=item, keywords=keywords)
+
+    @staticmethod
+    def _context(digest: Digest) -> dict[str, Any]:
+        return {"digest": digest, "keywords": digest.profile.keywords}

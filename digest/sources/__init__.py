@@ -1,0 +1,79 @@
+"""Sources: read a dump file, sniff its format, hand it to the parser that fits.
+
+Each format lives in its own module exposing ``NAME``, ``sniff(text) -> float``
+(0 = not mine, 1 = certainly mine) and ``parse(path, text, *, today) -> ParsedDump``.
+JSON, HTML and feed parsers join ``PARSERS`` beside the text-dump parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import InputError
+from ..models import ParsedDump
+from . import hf_text
+
+PARSERS: tuple[ModuleType, ...] = (hf_text,)
+_MIN_CONFIDENCE = 0.5
+
+
+def decode(path: str, raw: bytes) -> str:
+    """Bytes -> text: UTF-8 with or without BOM, line endings made LF."""
+    if b"\x00" in raw[:4096]:
+        raise InputError(path, "not a page dump: this is a binary file; remove it from the inbox")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            path, f"not UTF-8 text (bad byte at offset {exc.start}); save the page as UTF-8", line
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
+    """Sniff which parser fits ``text`` and run it; InputError when none does."""
+    best, confidence = max(((p, p.sniff(text)) for p in PARSERS), key=lambda pc: pc[1])
+    if confidence < _MIN_CONFIDENCE:
+        raise InputError(
+            path,
+            "not a page dump: no papers listing found (expected a copied Hugging Face "
+            "papers page: title lines each followed by an abstract); remove it from the inbox",
+        )
+    parsed: ParsedDump = best.parse(path, text, today=today)
+    if not parsed.papers:
+        raise InputError(path, "not a page dump: it has a page header but no paper entries")
+    return parsed
+
+
+def file_date(path: Path) -> date:
+    """The date a dump was saved (its modification time, UTC): resolves yearless dates."""
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
+
+
+def read_dump(path: Path, *, today: date | None = None) -> ParsedDump:
+    """Read and parse one dump file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror}") from None
+    return parse_text(str(path), decode(str(path), raw), today=today or file_date(path))
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """The dump files waiting in an inbox folder, in name order (hidden files skipped)."""
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def iter_dumps(paths: Iterable[Path]) -> Iterator[ParsedDump | InputError]:
+    """Parse each path in turn, yielding the error in place of a bad file so the rest go on."""
+    for path in paths:
+        try:
+            yield read_dump(path)
+        except InputError as exc:
+            yield exc

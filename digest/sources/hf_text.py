@@ -1,0 +1,302 @@
+"""Text copies of Hugging Face papers pages, in the three shapes seen so far.
+
+* ``blank-separated``: header lines, then title / blank / abstract / blank ...
+* ``with-metadata``: the same, each entry followed by ``  • N authors``, ``·`` and a
+  date line (``May 14, 2024``, yearless ``Nov 4``, optionally an upvote count).
+* ``compact``: no blank lines; two header lines, the first title glued to
+  ``Subscribe``, then title and abstract lines alternating.
+
+Entries pair lines by position; length and punctuation only break ties when a
+stray line would otherwise shift every later pair.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+from ..identity import content_hash, paper_key, strip_xml_illegal
+from ..models import ParsedDump, ParseWarning, Paper
+
+NAME = "hf-text"
+
+_HEADER_LINES = {
+    "new",
+    "get trending papers in your email inbox!",
+    "get trending papers in your email inbox once a day!",
+    "subscribe",
+    "daily papers",
+    "trending papers",
+    "byak and the research community",
+}
+_GLUED_PREFIX = "Subscribe"
+_MONTHS = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+            ("dec", "december"),
+        ]
+    )
+    for name in names
+}
+_DATE = re.compile(
+    r"^(?P<month>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:,\s*(?P<year>\d{4}))?(?:\s+(?P<upvotes>\d+))?$"
+)
+_AUTHORS = re.compile(r"^[•·]?\s*(?P<n>\d+)\s+authors?$", re.I)
+_SEPARATOR = {"·", "•", "-"}
+_URL = re.compile(r"https?:\s?//[^\s<>\"]+")
+_URL_TRAIL = ".,;:!?'\"}"
+# A line this long, or with several sentences, is an abstract, never a title.
+_ABSTRACT_MIN_CHARS = 300
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+
+
+@dataclass(slots=True)
+class _Meta:
+    authors: int | None = None
+    date_raw: str | None = None
+    published: date | None = None
+    upvotes: int | None = None
+    seen: bool = False
+
+
+@dataclass(slots=True)
+class _Draft:
+    title: str
+    line: int
+    abstract: str = ""
+    abstract_line: int = 0
+    meta: _Meta = field(default_factory=_Meta)
+
+
+def _clean(line: str) -> str:
+    return " ".join(strip_xml_illegal(line.replace("\t", " ")).split())
+
+
+def _is_header(line: str) -> bool:
+    return line.casefold() in _HEADER_LINES
+
+
+def resolve_date(month: int, day: int, year: int | None, today: date) -> date | None:
+    """A page date: explicit year as given; yearless -> the latest such day not after ``today``."""
+    if year is not None:
+        try:
+            return date(year, month, day)
+        except ValueError:
+            return None
+    for y in range(today.year, today.year - 8, -1):
+        try:
+            candidate = date(y, month, day)
+        except ValueError:  # Feb 29 in a common year, Apr 31
+            continue
+        if candidate <= today:
+            return candidate
+    return None
+
+
+def parse_date_line(line: str, today: date) -> tuple[date | None, int | None] | None:
+    """``Sep 21, 2023 2`` -> (2023-09-21, 2); None when the line is not a date."""
+    m = _DATE.match(line)
+    if not m or m["month"].casefold() not in _MONTHS:
+        return None
+    month = _MONTHS[m["month"].casefold()]
+    year = int(m["year"]) if m["year"] else None
+    resolved = resolve_date(month, int(m["day"]), year, today)
+    upvotes = int(m["upvotes"]) if m["upvotes"] else None
+    return resolved, upvotes
+
+
+def extract_links(text: str) -> tuple[str, ...]:
+    """URLs in an abstract, trailing punctuation and unbalanced brackets trimmed."""
+    links: list[str] = []
+    for raw in _URL.findall(text):
+        url = raw.replace(" ", "")
+        while url and (url[-1] in _URL_TRAIL or (url[-1] in ")]" and url.count(url[-1]) >
+                                                  url.count("(" if url[-1] == ")" else "["))):
+            url = url[:-1]
+        if len(url) > len("https://") and url not in links:
+            links.append(url)
+    return tuple(links)
+
+
+def _looks_like_abstract(text: str) -> bool:
+    return len(text) >= _ABSTRACT_MIN_CHARS or len(_SENTENCE_END.findall(text)) >= 3
+
+
+def _glued(line: str) -> bool:
+    return line.startswith(_GLUED_PREFIX) and len(line) > len(_GLUED_PREFIX) \
+        and not line[len(_GLUED_PREFIX)].isspace()
+
+
+def _rhythm(lines: list[str]) -> float:
+    """Share of (title, abstract) pairs that look the part."""
+    pairs = list(zip(lines[0::2], lines[1::2], strict=False))
+    good = sum(1 for t, a in pairs if not _looks_like_abstract(t) and _looks_like_abstract(a))
+    return good / len(pairs) if pairs else 0.0
+
+
+def sniff(text: str) -> float:
+    """How sure we are that ``text`` is a text copy of a papers page."""
+    body = [x for x in (_clean(x) for x in text.split("\n")) if x]
+    headers = sum(1 for x in body[:12] if _is_header(x) or _glued(x))
+    if headers >= 2 or any(_AUTHORS.match(x) for x in body[:40]):
+        return 1.0
+    if headers == 1:
+        return 0.9 if _rhythm(body[1:]) >= 0.5 else 0.0
+    return 0.8 if _rhythm(body) >= 0.8 else 0.0
+
+
+class _Parser:
+    def __init__(self, path: str, text: str, today: date) -> None:
+        self.path = path
+        self.today = today
+        self.lines = text.split("\n")
+        self.warnings: list[ParseWarning] = []
+        self.drafts: list[_Draft] = []
+        self.page_date: date | None = None
+        self.page_date_raw: str | None = None
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(ParseWarning(self.path, line, message))
+
+    def header(self) -> int:
+        """Consume header lines; return the index of the first body line."""
+        subscribed = False
+        for i, raw in enumerate(self.lines):
+            line = _clean(raw)
+            if not line or _is_header(line):
+                subscribed = subscribed or line.casefold() == "subscribe"
+                continue
+            if not subscribed and _glued(line) and not _is_header(line[len(_GLUED_PREFIX):]):
+                self.lines[i] = line[len(_GLUED_PREFIX):]  # "SubscribeTitle": a title starts here
+                return i
+            parsed = parse_date_line(line, self.today) if self.page_date_raw is None else None
+            if parsed is not None:
+                self.page_date, self.page_date_raw = parsed[0], line
+                continue
+            return i
+        return len(self.lines)
+
+    def body(self, start: int) -> None:
+        group: list[tuple[int, str]] = []
+        owner: _Draft | None = None  # the entry that metadata lines describe
+        for i in range(start, len(self.lines)):
+            lineno, line = i + 1, _clean(self.lines[i])
+            if not line:
+                continue
+            kind = self.meta_kind(line)
+            if kind is None:
+                group.append((lineno, line))
+                owner = None
+                continue
+            if group:
+                before = len(self.drafts)
+                self.pair(group)
+                group = []
+                owner = self.drafts[-1] if len(self.drafts) > before else None
+            if owner is None:
+                self.warn(lineno, f"unrecognised line {line[:60]!r}: metadata with no paper "
+                                  "before it; skipped")
+                continue
+            self.apply_meta(owner, kind, line, lineno)
+        if group:
+            self.pair(group)
+
+    def meta_kind(self, line: str) -> str | None:
+        if line in _SEPARATOR:
+            return "sep"
+        if _AUTHORS.match(line):
+            return "authors"
+        if len(line) <= 24 and parse_date_line(line, self.today) is not None:
+            return "date"
+        if line.startswith(("•", "·")):
+            return "junk"
+        return None
+
+    def apply_meta(self, draft: _Draft, kind: str, line: str, lineno: int) -> None:
+        draft.meta.seen = True
+        if kind == "authors":
+            m = _AUTHORS.match(line)
+            assert m is not None
+            draft.meta.authors = int(m["n"])
+        elif kind == "date":
+            parsed = parse_date_line(line, self.page_date or self.today)
+            assert parsed is not None
+            draft.meta.published, draft.meta.upvotes = parsed
+            draft.meta.date_raw = line
+            if draft.meta.published is None:
+                self.warn(lineno, f"date {line!r} does not exist; kept as text")
+        elif kind == "junk":
+            self.warn(lineno, f"unrecognised line {line[:60]!r}: skipped")
+
+    def pair(self, group: list[tuple[int, str]]) -> None:
+        """Pair title and abstract lines by position, skipping lines that break the rhythm."""
+        i, n = 0, len(group)
+        while i < n:
+            lineno, cur = group[i]
+            if _looks_like_abstract(cur):
+                self.warn(lineno, f"unrecognised line: text with no title before it "
+                                  f"({cur[:50]!r}...); skipped")
+                i += 1
+            elif i + 1 >= n:
+                self.drafts.append(_Draft(cur, lineno))
+                self.warn(lineno, "entry has a title but no abstract (truncated?); kept "
+                                  "without an abstract")
+                i += 1
+            elif not _looks_like_abstract(group[i + 1][1]) and i + 2 < n \
+                    and _looks_like_abstract(group[i + 2][1]):
+                self.warn(lineno, f"unrecognised line {cur[:60]!r}: no abstract follows it; "
+                                  "skipped")
+                i += 1
+            else:
+                self.drafts.append(_Draft(cur, lineno, group[i + 1][1], group[i + 1][0]))
+                i += 2
+
+    def finish(self, shape: str) -> tuple[Paper, ...]:
+        if shape == "with-metadata" and self.drafts and not self.drafts[-1].meta.seen:
+            self.warn(self.drafts[-1].line, "the last entry is truncated: it has no author "
+                                            "or date lines; kept without them")
+        if self.drafts:
+            last = self.drafts[-1]
+            tail = last.abstract.rstrip()
+            if tail and not self.text_ends_cleanly(tail) and not last.meta.seen:
+                self.warn(last.abstract_line, "the last entry looks truncated: its abstract "
+                                              "ends mid-sentence")
+        papers: list[Paper] = []
+        seen: dict[str, int] = {}
+        for d in self.drafts:
+            key = paper_key(d.title)
+            if key in seen:
+                self.warn(d.line, f"same paper as line {seen[key]}; kept once")
+                continue
+            seen[key] = d.line
+            papers.append(Paper(
+                key=key, title=d.title, abstract=d.abstract, authors=d.meta.authors,
+                published=d.meta.published, date_raw=d.meta.date_raw, upvotes=d.meta.upvotes,
+                links=extract_links(d.abstract), source=self.path, line=d.line,
+            ))
+        return tuple(papers)
+
+    @staticmethod
+    def text_ends_cleanly(text: str) -> bool:
+        return text[-1] in ".!?)]\"'”’" or bool(re.search(r"https?://\S+$", text))
+
+
+def parse(path: str, text: str, *, today: date) -> ParsedDump:
+    """Parse one text dump; warnings carry file:line, nothing is dropped silently."""
+    p = _Parser(path, text, today)
+    start = p.header()
+    body_lines = [_clean(x) for x in p.lines[start:]]
+    has_meta = any(p.meta_kind(x) in ("authors", "sep") for x in body_lines if x)
+    has_blank = any(not x for x in body_lines[:-1])
+    shape = "with-metadata" if has_meta else "blank-separated" if has_blank else "compact"
+    p.body(start)
+    papers = p.finish(shape)
+    return ParsedDump(
+        path=path, sha256=content_hash(text), shape=shape, page_date=p.page_date,
+        page_date_raw=p.page_date_raw, papers=papers, warnings=tuple(p.warnings),
+    )

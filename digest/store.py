@@ -1,0 +1,445 @@
+"""The seen-paper store: one SQLite file (WAL), schema migrated on open.
+
+Invariants:
+* a paper's ``key`` never changes once stored (feed ids are minted from it);
+* ingesting one dump is one transaction: all of its papers and sightings or none;
+* ``papers.first_run`` orders papers by the run that first saw them, so "new since
+  a subscriber's last digest" is an index range scan, never a read of the store;
+* recording a digest issue and advancing the subscriber's cursor is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from .errors import StoreError
+from .faults import checkpoint
+from .identity import normalise_title
+from .models import Match, ParsedDump, Paper, Ranked
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the spine
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('run', 'backfill')),
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE dumps (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        shape TEXT NOT NULL,
+        page_date TEXT,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        ingested_at TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        new_papers INTEGER NOT NULL
+    );
+    CREATE TABLE papers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        title_norm TEXT NOT NULL,
+        arxiv_id TEXT,
+        title TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        authors INTEGER,
+        author_names TEXT NOT NULL DEFAULT '[]',
+        published TEXT,
+        date_raw TEXT,
+        upvotes INTEGER,
+        links TEXT NOT NULL DEFAULT '[]',
+        url TEXT,
+        first_run INTEGER NOT NULL REFERENCES runs(id),
+        first_dump INTEGER NOT NULL REFERENCES dumps(id),
+        first_seen TEXT NOT NULL
+    );
+    CREATE INDEX papers_title_norm ON papers(title_norm);
+    CREATE UNIQUE INDEX papers_arxiv ON papers(arxiv_id) WHERE arxiv_id IS NOT NULL;
+    CREATE INDEX papers_first_run ON papers(first_run);
+    CREATE TABLE sightings (
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        dump_id INTEGER NOT NULL REFERENCES dumps(id),
+        line INTEGER NOT NULL,
+        date_raw TEXT,
+        upvotes INTEGER,
+        PRIMARY KEY (paper_id, dump_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE subscribers (
+        name TEXT PRIMARY KEY,
+        cursor_run INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        last_issue INTEGER NOT NULL DEFAULT 0,
+        last_digest_at TEXT
+    );
+    CREATE TABLE issues (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber TEXT NOT NULL REFERENCES subscribers(name),
+        number INTEGER NOT NULL,
+        from_run INTEGER NOT NULL,
+        to_run INTEGER NOT NULL,
+        generated_at TEXT NOT NULL,
+        new_papers INTEGER NOT NULL,
+        matched INTEGER NOT NULL,
+        markdown_path TEXT,
+        html_path TEXT,
+        UNIQUE (subscriber, number)
+    );
+    CREATE TABLE issue_items (
+        issue_id INTEGER NOT NULL REFERENCES issues(id),
+        rank INTEGER NOT NULL,
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        score REAL NOT NULL,
+        matches TEXT NOT NULL,
+        PRIMARY KEY (issue_id, rank)
+    ) WITHOUT ROWID;
+    """,
+)
+
+_PAPER_COLUMNS = (
+    "p.key, p.title, p.abstract, p.authors, p.author_names, p.published, p.date_raw, "
+    "p.upvotes, p.links, p.arxiv_id, p.url, p.first_seen"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpRecord:
+    """A dump the store has already ingested."""
+
+    id: int
+    name: str
+    sha256: str
+    run_id: int
+    ingested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What ingesting one dump changed."""
+
+    dump_id: int
+    run_id: int
+    new_keys: tuple[str, ...]
+    seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a subscriber's digests stand: papers of runs after ``run`` are unsent."""
+
+    name: str
+    run: int
+    last_issue: int
+    last_digest_at: datetime | None
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _matches_json(matches: tuple[Match, ...]) -> str:
+    return json.dumps([[m.term, m.weight, m.title_hits, m.abstract_hits, m.contribution]
+                       for m in matches])
+
+
+def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
+    (key, title, abstract, authors, names, published, date_raw, upvotes, links, arxiv_id, url,
+     first_seen) = tuple(row)[:12]
+    return Paper(
+        key=str(key), title=str(title), abstract=str(abstract),
+        authors=authors if isinstance(authors, int) else None,
+        author_names=tuple(json.loads(str(names))),
+        published=date.fromisoformat(str(published)) if published else None,
+        date_raw=str(date_raw) if date_raw else None,
+        upvotes=upvotes if isinstance(upvotes, int) else None,
+        links=tuple(json.loads(str(links))),
+        arxiv_id=str(arxiv_id) if arxiv_id else None, url=str(url) if url else None,
+        first_seen=_parse_ts(str(first_seen)),
+    )
+
+
+class Store:
+    """The SQLite store behind one small interface (PostgreSQL can stand in later)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating and migrating as needed) the store file at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        store = cls(conn, str(path))
+        store._migrate()
+        return store
+
+    @classmethod
+    def snapshot(cls, path: Path) -> Store:
+        """An in-memory copy of the store at ``path`` (empty if absent); the file is untouched.
+
+        Used by preview: the whole pipeline runs against the copy and nothing reaches disk.
+        """
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        if path.exists():
+            # immutable=1 reads the file without creating -wal/-shm files; when a WAL exists
+            # (another process has it open) read through it so recent commits are seen.
+            wal = path.with_name(path.name + "-wal").exists()
+            uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+            try:
+                source = sqlite3.connect(uri, uri=True)
+                source.backup(memory)
+                source.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{path}: cannot read the store: {exc}") from None
+        memory.execute("PRAGMA foreign_keys=ON")
+        store = cls(memory, str(path))
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: the store has schema version {version}, newer than this digest "
+                f"understands ({len(MIGRATIONS)}); upgrade digest"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self.transaction():
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot start a write: {exc}") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- dumps and papers ------------------------------------------------------------------
+    def find_dump(self, sha256: str) -> DumpRecord | None:
+        """The dump with this content hash, if it was ingested before (under any name)."""
+        row = self.conn.execute(
+            "SELECT id, name, sha256, run_id, ingested_at FROM dumps WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        if row is None:
+            return None
+        return DumpRecord(row[0], row[1], row[2], row[3], _parse_ts(row[4]))
+
+    def latest_run(self) -> int:
+        """The id of the newest run (0 before the first)."""
+        row = self.conn.execute("SELECT max(id) FROM runs").fetchone()
+        return int(row[0] or 0)
+
+    def ingest(self, dump: ParsedDump, run_id: int | None, kind: str,
+               now: datetime) -> IngestResult:
+        """Add one parsed dump in one transaction; return the keys it saw first.
+
+        With ``run_id`` None the run is started in the same transaction ('run' runs feed
+        digests; 'backfill' runs only mark papers as seen).
+        """
+        new_keys: list[str] = []
+        name = Path(dump.path).name
+        with self.transaction() as conn:
+            if run_id is None:
+                cur = conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)",
+                                   (kind, _ts(now)))
+                run_id = int(cur.lastrowid or 0)
+            cur = conn.execute(
+                "INSERT INTO dumps (sha256, name, path, shape, page_date, run_id, ingested_at,"
+                " entries, new_papers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (dump.sha256, name, dump.path, dump.shape,
+                 dump.page_date.isoformat() if dump.page_date else None, run_id, _ts(now),
+                 len(dump.papers)),
+            )
+            dump_id = int(cur.lastrowid or 0)
+            half = len(dump.papers) // 2
+            for i, paper in enumerate(dump.papers):
+                if i == half:
+                    checkpoint("ingest:mid")
+                paper_id, is_new = self._upsert_paper(paper, run_id, dump_id, now)
+                if is_new:
+                    new_keys.append(paper.key)
+                conn.execute(
+                    "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes),
+                )
+            conn.execute("UPDATE dumps SET new_papers = ? WHERE id = ?", (len(new_keys), dump_id))
+        return IngestResult(dump_id, run_id, tuple(new_keys), len(dump.papers))
+
+    def _find_paper(self, paper: Paper) -> int | None:
+        conn = self.conn
+        if paper.arxiv_id:
+            row = conn.execute("SELECT id FROM papers WHERE arxiv_id = ?",
+                               (paper.arxiv_id,)).fetchone()
+            if row:
+                return int(row[0])
+        row = conn.execute("SELECT id FROM papers WHERE key = ?", (paper.key,)).fetchone()
+        if row is None:
+            row = conn.execute("SELECT id FROM papers WHERE title_norm = ? ORDER BY id LIMIT 1",
+                               (normalise_title(paper.title),)).fetchone()
+        return int(row[0]) if row else None
+
+    def _upsert_paper(self, paper: Paper, run_id: int, dump_id: int,
+                      now: datetime) -> tuple[int, bool]:
+        existing = self._find_paper(paper)
+        if existing is None:
+            cur = self.conn.execute(
+                "INSERT INTO papers (key, title_norm, arxiv_id, title, abstract, authors,"
+                " author_names, published, date_raw, upvotes, links, url, first_run, first_dump,"
+                " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (paper.key, normalise_title(paper.title), paper.arxiv_id, paper.title,
+                 paper.abstract, paper.authors, json.dumps(list(paper.author_names)),
+                 paper.published.isoformat() if paper.published else None, paper.date_raw,
+                 paper.upvotes, json.dumps(list(paper.links)), paper.url, run_id, dump_id,
+                 _ts(now)),
+            )
+            return int(cur.lastrowid or 0), True
+        # Seen before: fill in what the earlier sighting lacked; the key never changes.
+        self.conn.execute(
+            "UPDATE papers SET"
+            " abstract = CASE WHEN length(abstract) < length(?) THEN ? ELSE abstract END,"
+            " authors = coalesce(authors, ?), published = coalesce(published, ?),"
+            " date_raw = coalesce(date_raw, ?), upvotes = max(coalesce(upvotes, 0), ?),"
+            " arxiv_id = coalesce(arxiv_id, ?), url = coalesce(url, ?),"
+            " links = CASE WHEN links = '[]' THEN ? ELSE links END"
+            " WHERE id = ?",
+            (paper.abstract, paper.abstract, paper.authors,
+             paper.published.isoformat() if paper.published else None, paper.date_raw,
+             paper.upvotes if paper.upvotes is not None else None, paper.arxiv_id, paper.url,
+             json.dumps(list(paper.links)), existing),
+        )
+        return existing, False
+
+    def paper_count(self) -> int:
+        """How many distinct papers the store has seen."""
+        return int(self.conn.execute("SELECT count(*) FROM papers").fetchone()[0])
+
+    def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
+        """Papers first seen by a digest run in (after_run, upto_run], oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_PAPER_COLUMNS} FROM papers p JOIN runs r ON r.id = p.first_run"
+            " WHERE p.first_run > ? AND p.first_run <= ? AND r.kind = 'run' ORDER BY p.id",
+            (after_run, upto_run),
+        )
+        return [_paper_from_row(row) for row in rows]
+
+    def page_dates(self, after_run: int, upto_run: int) -> list[date]:
+        """Page dates of the dumps ingested in (after_run, upto_run]."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT page_date FROM dumps WHERE run_id > ? AND run_id <= ?"
+            " AND page_date IS NOT NULL ORDER BY page_date", (after_run, upto_run))
+        return [date.fromisoformat(r[0]) for r in rows]
+
+    def meta(self, key: str) -> str | None:
+        """A store-wide setting (feed id authority, creation time)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta_once(self, key: str, value: str) -> str:
+        """Set a store-wide setting unless it is set already; return the value in force."""
+        with self.transaction():
+            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                              (key, value))
+        found = self.meta(key)
+        assert found is not None
+        return found
+
+    # -- subscribers and digest issues -------------------------------------------------------
+    def cursor(self, name: str) -> Cursor | None:
+        """The subscriber's cursor, or None if digest has never seen this subscriber."""
+        row = self.conn.execute(
+            "SELECT name, cursor_run, last_issue, last_digest_at FROM subscribers WHERE name = ?",
+            (name,)).fetchone()
+        if row is None:
+            return None
+        return Cursor(row[0], row[1], row[2], _parse_ts(row[3]) if row[3] else None)
+
+    def add_subscriber(self, name: str, cursor_run: int, now: datetime) -> Cursor:
+        """Register a subscriber whose digests start after run ``cursor_run``."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at) VALUES (?, ?, ?)",
+                (name, cursor_run, _ts(now)))
+        found = self.cursor(name)
+        assert found is not None
+        return found
+
+    def record_issue(self, name: str, number: int, from_run: int, to_run: int,
+                     generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
+                     paths: tuple[str | None, str | None]) -> None:
+        """Record a digest issue and advance the subscriber's cursor, atomically."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT cursor_run, last_issue FROM subscribers WHERE name = ?",
+                               (name,)).fetchone()
+            if row is None or row[0] != from_run or row[1] != number - 1:
+                raise StoreError(f"{self.path}: subscriber {name!r} moved on while this digest "
+                                 "was being made (is another digest running?); run again")
+            cur = conn.execute(
+                "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
+                " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, number, from_run, to_run, _ts(generated_at), new_papers, len(items),
+                 paths[0], paths[1]))
+            issue_id = cur.lastrowid
+            conn.executemany(
+                "INSERT INTO issue_items (issue_id, rank, paper_id, score, matches)"
+                " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
+                [(issue_id, r.rank, r.score, _matches_json(r.matches), r.paper.key)
+                 for r in items])
+            conn.execute(
+                "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
+                " WHERE name = ?", (to_run, number, _ts(generated_at), name))
+
+    def feed_items(self, name: str, limit: int) -> list[Ranked]:
+        """The newest ``limit`` ranked papers of a subscriber's digests, newest first."""
+        rows = self.conn.execute(
+            f"SELECT {_PAPER_COLUMNS}, ii.score, ii.matches, ii.rank FROM issues i"
+            " JOIN issue_items ii ON ii.issue_id = i.id JOIN papers p ON p.id = ii.paper_id"
+            " WHERE i.subscriber = ? ORDER BY i.number DESC, ii.rank ASC LIMIT ?",
+            (name, limit))
+        items = []
+        for row in rows:
+            matches = tuple(Match(t, w, th, ah, c) for t, w, th, ah, c in json.loads(row[13]))
+            items.append(Ranked(_paper_from_row(row), float(row[12]), matches, int(row[14])))
+        return items
+
+    def integrity_ok(self) -> bool:
+        """PRAGMA integrity_check says ok."""
+        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
