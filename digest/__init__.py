@@ -14,12 +14,12 @@ from .config import Config, load_config
 from .errors import ConfigError, DigestError, InputError, StoreError, UsageError
 from .models import Digest, Keyword, Paper, ParsedDump, Profile, Ranked, RunReport
 from .pipeline import backfill, preview, run
-from .rank import Corpus, rank, score_all
+from .rank import Corpus, score_all
 from .sources import read_dump
 
 __all__ = [
     "Config", "ConfigError", "Corpus", "Digest", "DigestError", "InputError", "Keyword",
     "Paper", "ParsedDump", "Profile", "Ranked", "RunReport", "StoreError", "UsageError",
-    "__version__", "backfill", "load_config", "preview", "rank", "read_dump", "run",
+    "__version__", "backfill", "load_config", "preview", "read_dump", "run",
     "score_all",
 ]

@@ -81,6 +81,7 @@ class Match:
     title_hits: int
     abstract_hits: int
     contribution: float
+    via: str | None = None  # set when ``term`` is one word of this unmatched-as-a-whole phrase
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, baseline: int
         digest = Digest(
             title=config.title, profile=profile, number=cursor.last_issue + 1,
             generated_at=generated,
-            covers_from=(cursor.last_digest_at or first or generated).astimezone(zone),
+            covers_from=(cursor.last_digest_at or first or generated).astimezone(zone)
+            if cursor.last_issue else None,
             covers_to=generated, new_count=len(papers), items=tuple(items),
             others=tuple(rest[: config.also_new]), others_total=len(rest),
             page_dates=tuple(store.page_dates(cursor.run, upto)),

@@ -23,6 +23,8 @@ TITLE_BOOST = 3.0
 K1 = 1.2
 B = 0.75
 COORDINATION = 0.3  # bonus per extra distinct keyword matched
+PHRASE_WORDS = 1.0  # share of a phrase's weight its words earn when matched one by one
+STOPWORDS = frozenset("a an and as at by for from in into is of on or the to via with".split())
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-‐‑'’][^\W_]+)*")
 _HYPHEN = re.compile(r"[-‐‑]")
@@ -80,6 +82,28 @@ def analyse(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(stems), tuple(compounds)
 
 
+def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
+    """The single words of phrases, each with a share of its phrase's weight (backoff).
+
+    A word shared by several phrases is scored once, with its largest share; a word
+    that is also a keyword on its own is left to that keyword.
+    """
+    singles = {q.seq for q in map(Query.of, keywords) if len(q.seq) == 1}
+    best: dict[str, Query] = {}
+    for kw in keywords:
+        words = [w for w in dict.fromkeys(Query.of(kw).seq) if w not in STOPWORDS]
+        if len(words) < 2 or PHRASE_WORDS <= 0:
+            continue
+        share = kw.weight * PHRASE_WORDS
+        for w in words:
+            if (w,) in singles:
+                continue
+            prior = best.get(w)
+            best[w] = Query(w, share + (prior.weight if prior else 0.0), (w,), None,
+                            prior.via if prior else kw.term)
+    return list(best.values())
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """A keyword analysed for matching."""
@@ -88,9 +112,10 @@ class Query:
     weight: float
     seq: tuple[str, ...]
     joined: str | None  # "pre training" also matches the single word "pretraining"
+    via: str | None = None  # for a word of a phrase: the phrase
 
     @classmethod
-    def of(cls, keyword: Keyword) -> Query:
+    def of(cls, keyword: Keyword) -> Query:  # noqa: D102
         """Analyse one keyword."""
         seq, _ = analyse(keyword.term)
         parts = [_normal(p) for p in re.split(r"[\s\-‐‑]+", keyword.term.strip()) if p]
@@ -194,8 +219,8 @@ def score_all(corpus: Corpus, keywords: Sequence[Keyword],
     for kw in exclude:
         excluded.update(corpus.hits(Query.of(kw)))
     per_doc: dict[int, list[Match]] = {}
-    for kw in keywords:
-        query = Query.of(kw)
+    queries = [*map(Query.of, keywords), *word_queries(keywords)]
+    for query in queries:
         hits = corpus.hits(query)
         if not hits:
             continue
@@ -206,11 +231,12 @@ def score_all(corpus: Corpus, keywords: Sequence[Keyword],
             length = len(corpus.docs[i].abstract)
             norm = 1.0 - B + B * (length / corpus.avg_abstract if corpus.avg_abstract else 1.0)
             tf = TITLE_BOOST * t + a / norm
-            contribution = kw.weight * idf * _saturate(tf)
-            per_doc.setdefault(i, []).append(Match(kw.term, kw.weight, t, a, contribution))
+            contribution = query.weight * idf * _saturate(tf)
+            per_doc.setdefault(i, []).append(
+                Match(query.term, query.weight, t, a, contribution, query.via))
     ranked = []
     for i, matches in per_doc.items():
-        distinct = len(matches)
+        distinct = sum(1 for m in matches if m.via is None)  # whole keywords only
         total = sum(m.contribution for m in matches) * (1.0 + COORDINATION * (distinct - 1))
         matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
         ranked.append(Ranked(corpus.docs[i].paper, round(total, 4), tuple(matches)))

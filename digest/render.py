@@ -39,12 +39,14 @@ _MD_INLINE = re.compile(r"([\\`*_\[\]])")
 _MD_LINE_START = re.compile(r"^(\s*)([#>+!-]|\d+\.)")
 
 
-def md_escape(value: object) -> str:
+def md_escape(value: object, *, line_start: bool = True) -> str:
     """Escape text so Markdown shows it literally and renders no HTML from it."""
     if isinstance(value, MarkdownSafe):
         return value
-    text = " ".join(str(value).split())
+    text = re.sub(r"\s+", " ", str(value))
     text = _MD_INLINE.sub(r"\\\1", text).replace("<", "&lt;")
+    if not line_start:
+        return text
     return _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
 
 
@@ -73,10 +75,10 @@ def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
     out: list[str] = []
     pos = 0
     for start, end in highlight_spans(text, keywords):
-        out.append(md_escape(text[pos:start]) if start > pos else "")
-        out.append(f"**{md_escape(text[start:end])}**")
+        out.append(md_escape(text[pos:start], line_start=pos == 0))
+        out.append(f"**{md_escape(text[start:end], line_start=False)}**")
         pos = end
-    out.append(md_escape(text[pos:]) if pos < len(text) else "")
+    out.append(md_escape(text[pos:], line_start=pos == 0))
     return MarkdownSafe("".join(out).strip())
 
 
