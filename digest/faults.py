@@ -21,8 +21,11 @@ def checkpoint(name: str) -> None:
     if not wanted:
         return
     for item in wanted.split(","):
-        point, _, how = item.strip().partition(":")
+        point = item.strip()
+        kill = point.endswith(":kill")
+        if kill:
+            point = point[: -len(":kill")]
         if point == name:
-            if how == "kill":
+            if kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFault(f"injected fault at {name}")

@@ -7,7 +7,7 @@ does the same against an in-memory copy of the store and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from .errors import InputError
 from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
-from .models import Digest, Paper, Profile, RunReport
+from .models import Digest, Paper, RunReport
 from .rank import Corpus, rank
 from .render import Renderer
 from .sources import inbox_files, iter_dumps
@@ -43,10 +43,10 @@ class Rendered:
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
-           kind: str = "run") -> None:
+           kind: str = "run", subscribers: Sequence[str] = ()) -> None:
     """Ingest each dump not seen before (by content), one transaction per dump."""
     run_id: int | None = None
-    for item in iter_dumps(paths):
+    for item in iter_dumps(p for p in paths if not store.known_file(p)):
         if isinstance(item, InputError):
             report.dumps_rejected.append(str(item))
             continue
@@ -55,7 +55,7 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
         if previous is not None:
             report.dumps_duplicate.append((item.path, previous.name))
             continue
-        result = store.ingest(item, run_id, kind, now())
+        result = store.ingest(item, run_id, kind, now(), subscribers)
         run_id = result.run_id
         report.dumps_ingested.append(item.path)
         report.new_per_dump[item.path] = len(result.new_keys)
@@ -63,20 +63,13 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
     report.total_papers = store.paper_count()
 
 
-def _cursor(store: Store, profile: Profile, baseline: int, now: Clock,
-            persist: bool) -> Cursor:
-    found = store.cursor(profile.name)
-    if found is not None:
-        return found
-    # A subscriber digest has not met yet starts with the papers of its first run.
-    if persist:
-        return store.add_subscriber(profile.name, baseline, now())
-    return Cursor(profile.name, baseline, 0, None)
-
-
-def make_digests(store: Store, config: Config, renderer: Renderer, baseline: int, now: Clock,
+def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  only: str | None = None, persist: bool = True) -> list[Rendered]:
-    """Each subscriber's next digest (papers first seen since their last one)."""
+    """Each subscriber's next digest (papers first seen since their last one).
+
+    A subscriber the store has not registered yet gets none: registration happens with
+    the first ingest that follows, so they start with the papers of their first run.
+    """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
     corpora: dict[int, tuple[list[Paper], Corpus]] = {}  # subscribers at one cursor share one
@@ -84,10 +77,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, baseline: int
     for profile in config.subscribers:
         if only is not None and profile.name != only:
             continue
-        if store.cursor(profile.name) is None and upto == baseline:
-            continue  # nothing new has arrived since digest first met this subscriber
-        cursor = _cursor(store, profile, baseline, now, persist)
-        if cursor.run >= upto:
+        cursor = store.cursor(profile.name)
+        if cursor is None or cursor.run >= upto:
             continue
         if cursor.run not in corpora:
             papers = store.papers_after(cursor.run, upto)
@@ -161,10 +152,10 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> 
     renderer = Renderer(config.templates)
     store = Store.open(config.store_path)
     try:
-        baseline = store.latest_run()
-        ingest(store, [*inbox_files(config.inbox), *extra], report, now)
+        ingest(store, [*inbox_files(config.inbox), *extra], report, now,
+               subscribers=[p.name for p in config.subscribers])
         checkpoint("run:after-ingest")
-        for rendered in make_digests(store, config, renderer, baseline, now):
+        for rendered in make_digests(store, config, renderer, now):
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
@@ -194,9 +185,9 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     report = RunReport()
     store = Store.snapshot(config.store_path)
     try:
-        baseline = store.latest_run()
-        ingest(store, [*inbox_files(config.inbox), *dumps], report, now)
-        rendered = make_digests(store, config, Renderer(config.templates), baseline, now,
+        ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
+               subscribers=[p.name for p in config.subscribers])
+        rendered = make_digests(store, config, Renderer(config.templates), now,
                                 only=subscriber, persist=False)
     finally:
         store.close()

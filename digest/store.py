@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -40,6 +40,8 @@ MIGRATIONS: tuple[str, ...] = (
         sha256 TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL,
         path TEXT NOT NULL,
+        size INTEGER,
+        mtime_ns INTEGER,
         shape TEXT NOT NULL,
         page_date TEXT,
         run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -47,6 +49,7 @@ MIGRATIONS: tuple[str, ...] = (
         entries INTEGER NOT NULL,
         new_papers INTEGER NOT NULL
     );
+    CREATE INDEX dumps_file ON dumps(path, size, mtime_ns);
     CREATE TABLE papers (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         key TEXT NOT NULL UNIQUE,
@@ -267,12 +270,24 @@ class Store:
         row = self.conn.execute("SELECT max(id) FROM runs").fetchone()
         return int(row[0] or 0)
 
-    def ingest(self, dump: ParsedDump, run_id: int | None, kind: str,
-               now: datetime) -> IngestResult:
+    def known_file(self, path: Path) -> bool:
+        """True when this very file (path, size, mtime) was ingested before: skip re-reading."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return self.conn.execute(
+            "SELECT 1 FROM dumps WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path.resolve()), st.st_size, st.st_mtime_ns)).fetchone() is not None
+
+    def ingest(self, dump: ParsedDump, run_id: int | None, kind: str, now: datetime,
+               subscribers: Sequence[str] = ()) -> IngestResult:
         """Add one parsed dump in one transaction; return the keys it saw first.
 
         With ``run_id`` None the run is started in the same transaction ('run' runs feed
-        digests; 'backfill' runs only mark papers as seen).
+        digests; 'backfill' runs only mark papers as seen), and any of ``subscribers``
+        not met before is registered in it to start with this run's papers: a crash
+        between ingest and digests cannot make a new subscriber miss them.
         """
         new_keys: list[str] = []
         name = Path(dump.path).name
@@ -281,10 +296,18 @@ class Store:
                 cur = conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)",
                                    (kind, _ts(now)))
                 run_id = int(cur.lastrowid or 0)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
+                    " VALUES (?, ?, ?)", [(n, run_id - 1, _ts(now)) for n in subscribers])
+            try:
+                st = Path(dump.path).stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size = mtime = None
             cur = conn.execute(
-                "INSERT INTO dumps (sha256, name, path, shape, page_date, run_id, ingested_at,"
-                " entries, new_papers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                (dump.sha256, name, dump.path, dump.shape,
+                "INSERT INTO dumps (sha256, name, path, size, mtime_ns, shape, page_date, run_id,"
+                " ingested_at, entries, new_papers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (dump.sha256, name, str(Path(dump.path).resolve()), size, mtime, dump.shape,
                  dump.page_date.isoformat() if dump.page_date else None, run_id, _ts(now),
                  len(dump.papers)),
             )
@@ -391,16 +414,6 @@ class Store:
         if row is None:
             return None
         return Cursor(row[0], row[1], row[2], _parse_ts(row[3]) if row[3] else None)
-
-    def add_subscriber(self, name: str, cursor_run: int, now: datetime) -> Cursor:
-        """Register a subscriber whose digests start after run ``cursor_run``."""
-        with self.transaction():
-            self.conn.execute(
-                "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at) VALUES (?, ?, ?)",
-                (name, cursor_run, _ts(now)))
-        found = self.cursor(name)
-        assert found is not None
-        return found
 
     def record_issue(self, name: str, number: int, from_run: int, to_run: int,
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],

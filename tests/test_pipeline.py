@@ -1,0 +1,181 @@
+"""End to end through the library: runs, the diff, preview, backfill, crashes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import Clock, Project, dated, tree_state
+
+from digest.faults import InjectedFault
+from digest.pipeline import backfill, preview, run
+from digest.render import md_escape
+from digest.store import Store
+
+NEW_PER_DUMP = [103, 13, 47, 87, 68]
+
+
+def digest_files(project: Project, name: str, ext: str = "md") -> list[Path]:
+    return sorted((project.root / "data" / "digests" / name).glob(f"*.{ext}"))
+
+
+def listed_titles(md: Path) -> list[str]:
+    """Titles of the ranked items and the 'also new' list of a Markdown digest."""
+    text = md.read_text(encoding="utf-8")
+    return re.findall(r"^### \d+\. (.*)$", text, re.M) + re.findall(r"^- (?!and \d+ more)(.*)$",
+                                                                     text, re.M)
+
+
+def test_one_dump_per_run_delivers_every_paper_once(project: Project, clock: Clock,
+                                                    shared_dumps: list[Path]) -> None:
+    for path, expected in zip(shared_dumps, NEW_PER_DUMP, strict=True):
+        dated(project.drop(path))
+        report = run(project.config(), now=clock)
+        clock.tick()
+        assert report.new_papers == expected
+        assert {d["subscriber"]: d["new"] for d in report.digests} == {"ana": expected,
+                                                                      "all": expected}
+    assert report.total_papers == 318
+    issues = digest_files(project, "all")
+    assert len(issues) == 5
+    titles = [t for md in issues for t in listed_titles(md)]
+    assert len(titles) == len(set(titles)) == 318
+    store = Store.open(project.config().store_path)
+    every = {md_escape(p.title) for p in store.papers_after(0, 99)}
+    store.close()
+    assert set(titles) == every
+    assert len(digest_files(project, "ana")) == 5
+
+
+def test_all_dumps_at_once_make_one_issue(project: Project, clock: Clock,
+                                          shared_dumps: list[Path]) -> None:
+    for path in shared_dumps:
+        dated(project.drop(path))
+    report = run(project.config(), now=clock)
+    assert report.new_papers == 318
+    assert [d["issue"] for d in report.digests] == [1, 1]
+    (md,) = digest_files(project, "all")
+    assert len(listed_titles(md)) == 318
+
+
+def test_redropping_a_dump_is_a_no_op(project: Project, clock: Clock,
+                                      shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[0]))
+    run(project.config(), now=clock)
+    before = tree_state(project.root)
+    dated(project.drop(shared_dumps[0], "renamed-copy.txt"))
+    clock.tick()
+    report = run(project.config(), now=clock)
+    assert report.new_papers == 0 and not report.changed
+    assert report.dumps_duplicate == [(str(project.inbox / "renamed-copy.txt"),
+                                       shared_dumps[0].name)]
+    after = tree_state(project.root)
+    after.pop("inbox/renamed-copy.txt")
+    assert after == before
+
+
+def test_subscriber_added_later_starts_with_its_first_run(project: Project, clock: Clock,
+                                                          shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[0]))
+    run(project.config(), now=clock)
+    project.write_config(
+        "[[subscribers]]\nname = \"all\"\nmax_items = 1000\n"
+        "[[subscribers]]\nname = \"late\"\nmax_items = 1000\n", extra="also_new = 1000")
+    clock.tick()
+    assert not run(project.config(), now=clock).digests  # nothing new: late waits
+    dated(project.drop(shared_dumps[1]))
+    clock.tick()
+    report = run(project.config(), now=clock)
+    assert {d["subscriber"]: (d["issue"], d["new"]) for d in report.digests} == {
+        "all": (2, 13), "late": (1, 13)}
+
+
+def test_crash_after_render_loses_nothing(project: Project, clock: Clock,
+                                          shared_dumps: list[Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    dated(project.drop(shared_dumps[1]))
+    monkeypatch.setenv("DIGEST_FAULT", "run:after-render")
+    with pytest.raises(InjectedFault):
+        run(project.config(), now=clock)
+    monkeypatch.delenv("DIGEST_FAULT")
+    clock.tick()
+    report = run(project.config(), now=clock)
+    assert report.new_papers == 0  # the papers were stored by the crashed run ...
+    assert {d["subscriber"]: (d["issue"], d["new"]) for d in report.digests} == {
+        "ana": (1, 35), "all": (1, 35)}  # ... and still reach every subscriber, once
+    clock.tick()
+    assert not run(project.config(), now=clock).digests
+
+
+def test_crash_after_ingest_before_digests(project: Project, clock: Clock,
+                                           shared_dumps: list[Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    dated(project.drop(shared_dumps[0]))
+    run(project.config(), now=clock)
+    dated(project.drop(shared_dumps[1]))
+    monkeypatch.setenv("DIGEST_FAULT", "run:after-ingest")
+    with pytest.raises(InjectedFault):
+        run(project.config(), now=clock)
+    monkeypatch.delenv("DIGEST_FAULT")
+    report = run(project.config(), now=clock)
+    assert {d["subscriber"]: (d["issue"], d["new"]) for d in report.digests} == {
+        "ana": (2, 13), "all": (2, 13)}
+
+
+def test_nothing_new_changes_nothing(project: Project, clock: Clock,
+                                     shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[2]))
+    run(project.config(), now=clock)
+    before = tree_state(project.root)
+    clock.tick(24)
+    report = run(project.config(), now=clock)
+    assert not report.changed and report.new_papers == 0
+    assert tree_state(project.root) == before
+
+
+def test_preview_changes_nothing_on_disk(project: Project, clock: Clock,
+                                         shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[0]))
+    run(project.config(), now=clock)
+    dated(project.drop(shared_dumps[1]))
+    before = tree_state(project.root)
+    report, rendered = preview(project.config(), now=clock)
+    assert report.new_papers == 13
+    assert [(r.digest.profile.name, r.digest.number, r.digest.new_count) for r in rendered] == [
+        ("ana", 2, 13), ("all", 2, 13)]
+    _, extra = preview(project.config(), subscriber="ana", dumps=[dated(shared_dumps[2])],
+                       now=clock)
+    assert [r.digest.new_count for r in extra] == [13 + 47]
+    assert "ReIdent: Contrastive Training for Player" in extra[0].markdown
+    assert tree_state(project.root) == before
+    assert run(project.config(), now=clock).new_papers == 13  # the real run still sees them
+
+
+def test_preview_without_a_store_creates_none(project: Project, clock: Clock,
+                                              shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[1]))
+    _, rendered = preview(project.config(), now=clock)
+    assert [r.digest.new_count for r in rendered] == [35, 35]
+    assert not (project.root / "data").exists() and not (project.root / "feeds").exists()
+
+
+def test_backfill_marks_papers_seen_without_a_digest(project: Project, clock: Clock,
+                                                     shared_dumps: list[Path]) -> None:
+    report = backfill(project.config(), [dated(shared_dumps[0])], now=clock)
+    assert report.new_papers == 103
+    dated(project.drop(shared_dumps[1]))
+    clock.tick()
+    report = run(project.config(), now=clock)
+    assert report.new_papers == 13
+    assert {d["subscriber"]: d["new"] for d in report.digests} == {"ana": 13, "all": 13}
+
+
+def test_bad_file_in_inbox_is_reported_and_the_rest_ingested(project: Project, clock: Clock,
+                                                             shared_dumps: list[Path]) -> None:
+    (project.inbox / "000-notes.txt").write_text("just some notes\n")
+    dated(project.drop(shared_dumps[1]))
+    report = run(project.config(), now=clock)
+    assert report.new_papers == 35
+    assert len(report.dumps_rejected) == 1
+    assert report.dumps_rejected[0].startswith(str(project.inbox / "000-notes.txt"))

@@ -1,0 +1,121 @@
+"""Keyword ranking: matching rules, weighting, explanations, determinism."""
+
+from __future__ import annotations
+
+from digest.models import Keyword, Paper, Profile
+from digest.rank import Corpus, highlight_spans, rank, score_all, stem
+
+
+def paper(title: str, abstract: str = "", upvotes: int | None = None) -> Paper:
+    return Paper(key=f"title:{title.lower()}", title=title, abstract=abstract, upvotes=upvotes)
+
+
+FILLER = [paper(f"Unrelated study {i}", "We measure rainfall in gardens over many years.")
+          for i in range(8)]
+
+
+def scores(papers: list[Paper], *terms: str | Keyword) -> dict[str, float]:
+    kws = [t if isinstance(t, Keyword) else Keyword(t) for t in terms]
+    return {r.paper.title: r.score for r in score_all(Corpus.build(papers + FILLER), kws)}
+
+
+def test_word_boundaries_and_case() -> None:
+    got = scores([paper("TinyCLIP distillation"), paper("An eclipse of models"),
+                  paper("clip models"), paper("CLIPs everywhere")], "CLIP")
+    assert set(got) == {"clip models", "CLIPs everywhere"}
+
+
+def test_plurals_and_inflections() -> None:
+    assert stem("models") == stem("model")
+    assert stem("curated") == stem("curating") == stem("curate")
+    assert stem("studies") == stem("study")
+    got = scores([paper("We curated the data"), paper("Curating data"),
+                  paper("Curation of images")], "curate")
+    assert set(got) == {"We curated the data", "Curating data"}
+
+
+def test_phrases_match_as_phrases_and_beat_scattered_words() -> None:
+    papers = [paper("A study", "We do data curation at scale."),
+              paper("B study", "The curation of data at scale.")]
+    ranked = score_all(Corpus.build(papers + FILLER), [Keyword("data curation")])
+    assert [r.paper.title for r in ranked] == ["A study", "B study"]
+    whole, scattered = ranked
+    assert [(m.term, m.via) for m in whole.matches][0] == ("data curation", None)
+    assert all(m.via == "data curation" for m in scattered.matches)
+    assert whole.score > scattered.score
+
+
+def test_hyphenated_compounds_match_either_way() -> None:
+    got = scores([paper("Pre-training at scale"), paper("Pretraining at scale"),
+                  paper("Training at scale")], "pretraining")
+    assert set(got) == {"Pre-training at scale", "Pretraining at scale"}
+    got = scores([paper("Pre-training at scale"), paper("Pretraining at scale")], "pre-training")
+    assert set(got) == {"Pre-training at scale", "Pretraining at scale"}
+
+
+def test_title_counts_more_than_abstract() -> None:
+    got = scores([paper("Medical imaging", "We study images."),
+                  paper("Imaging study", "We study medical images.")], "medical")
+    assert got["Medical imaging"] > got["Imaging study"]
+
+
+def test_rare_keyword_counts_more_than_common_one() -> None:
+    common = [paper(f"Transformer {i}", "A transformer model for vision.") for i in range(10)]
+    target_rare = paper("Study X", "A transformer model for pathology.")
+    target_common = paper("Study Y", "A transformer model with transformer layers.")
+    got = scores([*common, target_rare, target_common], "transformer", "pathology")
+    assert got["Study X"] > got["Study Y"]
+
+
+def test_ten_repeats_do_not_beat_two_keywords() -> None:
+    repeats = paper("Paper R", " ".join(["CLIP"] * 10) + " and nothing else.")
+    two = paper("Paper T", "CLIP meets data curation and nothing else.")
+    also = paper("Paper C", "curation of the collections.")
+    got = scores([repeats, two, also], "CLIP", "curation")
+    assert got["Paper T"] > got["Paper R"]
+    got = scores([repeats, two, paper("Paper D", "CLIP again")], "CLIP", "curation")
+    assert got["Paper T"] > got["Paper R"]
+
+
+def test_weights_and_exclude() -> None:
+    papers = [paper("Medical segmentation"), paper("Video segmentation"),
+              paper("A survey of medical imaging")]
+    ranked = score_all(Corpus.build(papers + FILLER),
+                       [Keyword("medical", 3.0), Keyword("video")], [Keyword("survey")])
+    assert [r.paper.title for r in ranked] == ["Medical segmentation", "Video segmentation"]
+
+
+def test_explanations_count_where_and_how_often() -> None:
+    p = paper("CLIP for data curation", "We use CLIP and CLIP features; data curation helps.")
+    (r,) = score_all(Corpus.build([p, *FILLER]), [Keyword("CLIP"), Keyword("data curation"),
+                                                  Keyword("absent")])
+    got = {m.term: (m.title_hits, m.abstract_hits) for m in r.matches if m.via is None}
+    assert got == {"CLIP": (1, 2), "data curation": (1, 1)}
+    assert abs(sum(m.contribution for m in r.matches) * 1.3 - r.score) < 1e-3
+
+
+def test_ties_break_deterministically() -> None:
+    papers = [paper("Beta CLIP"), paper("alpha CLIP"), paper("Gamma CLIP", upvotes=3)]
+    for order in (papers, papers[::-1]):
+        ranked = score_all(Corpus.build(order + FILLER), [Keyword("CLIP")])
+        assert [r.paper.title for r in ranked] == ["Gamma CLIP", "alpha CLIP", "Beta CLIP"]
+        assert [r.rank for r in ranked] == [1, 2, 3]
+
+
+def test_profile_limits_and_the_rest() -> None:
+    papers = [paper(f"CLIP {i}", "CLIP " * i) for i in range(1, 6)] + FILLER
+    corpus = Corpus.build(papers)
+    picks, rest = rank(corpus, Profile("p", keywords=(Keyword("CLIP"),), max_items=2))
+    assert len(picks) == 2 and len(rest) == len(papers) - 2
+    picks, _ = rank(corpus, Profile("p", keywords=(Keyword("CLIP"),), min_score=1e9))
+    assert picks == []
+    picks, rest = rank(corpus, Profile("p", max_items=100))  # no keywords: everything
+    assert len(picks) == len(papers) and rest == []
+
+
+def test_highlight_spans() -> None:
+    text = "Pre-training CLIPs for data curation; pretraining."
+    spans = highlight_spans(text, [Keyword("pretraining"), Keyword("CLIP"),
+                                   Keyword("data curation")])
+    assert [text[s:e] for s, e in spans] == ["Pre-training", "CLIPs", "data curation",
+                                             "pretraining"]
