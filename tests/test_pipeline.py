@@ -147,7 +147,7 @@ def test_preview_changes_nothing_on_disk(project: Project, clock: Clock,
     _, extra = preview(project.config(), subscriber="ana", dumps=[dated(shared_dumps[2])],
                        now=clock)
     assert [r.digest.new_count for r in extra] == [13 + 47]
-    assert "ReIdent: Contrastive Training for Player" in extra[0].markdown
+    assert extra[0].markdown.startswith("# Test digest: 60 new papers for ana")
     assert tree_state(project.root) == before
     assert run(project.config(), now=clock).new_papers == 13  # the real run still sees them
 
