@@ -51,7 +51,7 @@ def build_feed(*, authority: str, tag_date: str, name: str, title: str, self_url
         if link:
             entry.link(href=link, rel="alternate")
         entry.content(renderer.feed_entry(item, keywords), type="html")
-        for m in item.matches:
-            entry.category(term=m.term)
+        for term in item.terms:
+            entry.category(term=term)
     data: bytes = fg.atom_str(pretty=True)
     return data

@@ -95,8 +95,8 @@ class Ranked:
 
     @property
     def terms(self) -> tuple[str, ...]:
-        """The matched keywords, strongest first."""
-        return tuple(m.term for m in self.matches)
+        """The configured keywords that matched (wholly or by some words), strongest first."""
+        return tuple(dict.fromkeys(m.via or m.term for m in self.matches))
 
 
 @dataclass(frozen=True, slots=True)

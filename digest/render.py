@@ -99,12 +99,13 @@ def fmt_date(value: date | datetime | None) -> str:
 
 
 def explain(item: Ranked) -> str:
-    """`CLIP (title 1, abstract 3), data curation (abstract 1)`."""
+    """`CLIP (title 1, abstract 3), data curation (abstract 1), "graph" of graph network (abstract 2)`."""
     parts = []
     for m in item.matches:
         where = [f"{field} {n}" for field, n in (("title", m.title_hits),
                                                  ("abstract", m.abstract_hits)) if n]
-        parts.append(f"{m.term} ({', '.join(where)})")
+        name = f'"{m.term}" of {m.via}' if m.via else m.term
+        parts.append(f"{name} ({', '.join(where)})")
     return ", ".join(parts)
 
 

@@ -156,7 +156,7 @@ def _parse_ts(value: str) -> datetime:
 
 
 def _matches_json(matches: tuple[Match, ...]) -> str:
-    return json.dumps([[m.term, m.weight, m.title_hits, m.abstract_hits, m.contribution]
+    return json.dumps([[m.term, m.weight, m.title_hits, m.abstract_hits, m.contribution, m.via]
                        for m in matches])
 
 
@@ -449,7 +449,7 @@ class Store:
             (name, limit))
         items = []
         for row in rows:
-            matches = tuple(Match(t, w, th, ah, c) for t, w, th, ah, c in json.loads(row[13]))
+            matches = tuple(Match(*m) for m in json.loads(row[12 + 1]))
             items.append(Ranked(_paper_from_row(row), float(row[12]), matches, int(row[14])))
         return items
 
