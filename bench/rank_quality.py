@@ -108,10 +108,9 @@ def main() -> None:
         for m in metrics:
             vals = {}
             for name, ranking in runs.items():
-                v = {"nDCG@10": lambda r: ndcg(r, grades, 10),
-                     "nDCG@20": lambda r: ndcg(r, grades, 20),
-                     "MAP": lambda r: average_precision(r, grades),
-                     "P@10": lambda r: precision(r, grades, 10)}[m](ranking)
+                v = {"nDCG@10": ndcg(ranking, grades, 10), "nDCG@20": ndcg(ranking, grades, 20),
+                     "MAP": average_precision(ranking, grades),
+                     "P@10": precision(ranking, grades, 10)}[m]
                 vals[name] = v
                 totals[name][m] += v / len(labels)
             row += f"{vals['digest']:>10.3f}{vals['bm25']:>8.3f}"

@@ -126,10 +126,9 @@ def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
         if fmt == "md":
             click.echo(item.markdown)
         else:
-            handle = tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", suffix=".html", delete=False,
-                prefix=f"digest-preview-{item.digest.profile.name}-")
-            with handle:
+            with tempfile.NamedTemporaryFile(
+                    "w", encoding="utf-8", suffix=".html", delete=False,
+                    prefix=f"digest-preview-{item.digest.profile.name}-") as handle:
                 handle.write(item.html)
             click.echo(handle.name)
     _finish(report)

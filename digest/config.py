@@ -150,8 +150,8 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 check.add("subscribers", index, key, f"unknown key {extra[0]!r}{hint}", suffix)
                 continue
-            term, weight = item.get("term"), item.get("weight", 1.0)
-            if not isinstance(term, str):
+            term_value, weight = item.get("term"), item.get("weight", 1.0)
+            if not isinstance(term_value, str):
                 check.add("subscribers", index, key, "a keyword table needs term = \"...\"",
                           suffix)
                 continue
@@ -160,6 +160,7 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
                           f"weight must be a number above 0, got {_describe(weight)} "
                           "(put unwanted words in exclude)", suffix)
                 continue
+            term = term_value
         else:
             check.add("subscribers", index, key, "expected a string or a table like "
                       f"{{ term = \"...\", weight = 2 }}, got {_describe(item)}", suffix)
@@ -212,7 +213,7 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
 
 
 def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str) -> Path:
-    value = _typed(check, "digest", None, data, key, str, default, "a path (string)")
+    value: str = _typed(check, "digest", None, data, key, str, default, "a path (string)")
     return (base / os.path.expanduser(value)).resolve()
 
 

@@ -24,7 +24,10 @@ K1 = 1.2
 B = 0.75
 COORDINATION = 0.3  # bonus per extra distinct keyword matched
 PHRASE_WORDS = 1.0  # share of a phrase's weight its words earn when matched one by one
-STOPWORDS = frozenset("a an and as at by for from in into is of on or the to via with".split())
+STOPWORDS = frozenset({
+    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on", "or",
+    "the", "to", "via", "with",
+})
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-‐‑'’][^\W_]+)*")
 _HYPHEN = re.compile(r"[-‐‑]")
@@ -37,9 +40,7 @@ def _stem_uncached(word: str) -> str:
         return word
     if word.endswith("ies") and len(word) > 4:
         word = word[:-3] + "y"
-    elif word.endswith("sses"):
-        word = word[:-2]
-    elif word.endswith(("ches", "shes", "xes", "zes")):
+    elif word.endswith("sses") or word.endswith(("ches", "shes", "xes", "zes")):
         word = word[:-2]
     elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
         word = word[:-1]
@@ -115,7 +116,7 @@ class Query:
     via: str | None = None  # for a word of a phrase: the phrase
 
     @classmethod
-    def of(cls, keyword: Keyword) -> Query:  # noqa: D102
+    def of(cls, keyword: Keyword) -> Query:
         """Analyse one keyword."""
         seq, _ = analyse(keyword.term)
         parts = [_normal(p) for p in re.split(r"[\s\-‐‑]+", keyword.term.strip()) if p]

@@ -99,7 +99,7 @@ def fmt_date(value: date | datetime | None) -> str:
 
 
 def explain(item: Ranked) -> str:
-    """`CLIP (title 1, abstract 3), data curation (abstract 1), "graph" of graph network (abstract 2)`."""
+    """Why a paper matched: `CLIP (title 1, abstract 3), "graph" of graph networks (abstract 2)`."""
     parts = []
     for m in item.matches:
         where = [f"{field} {n}" for field, n in (("title", m.title_hits),
@@ -121,7 +121,7 @@ class Renderer:
 
     def __init__(self, override: Path | None = None) -> None:
         folders = [str(override)] if override else []
-        loader = ChoiceLoader([FileSystemLoader(folders + [str(bundled_templates())])])
+        loader = ChoiceLoader([FileSystemLoader([*folders, str(bundled_templates())])])
         self.html = _common(Environment(loader=loader, autoescape=True,
                                         undefined=StrictUndefined))
         self.html.globals["highlight"] = highlight_html

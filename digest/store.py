@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from .errors import StoreError
 from .faults import checkpoint
 from .identity import normalise_title
-from .models import Match, ParsedDump, Paper, Ranked
+from .models import Match, Paper, ParsedDump, Ranked
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the spine
@@ -299,11 +300,11 @@ class Store:
                 conn.executemany(
                     "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
                     " VALUES (?, ?, ?)", [(n, run_id - 1, _ts(now)) for n in subscribers])
-            try:
+            size: int | None = None
+            mtime: int | None = None
+            with contextlib.suppress(OSError):
                 st = Path(dump.path).stat()
                 size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime = None
             cur = conn.execute(
                 "INSERT INTO dumps (sha256, name, path, size, mtime_ns, shape, page_date, run_id,"
                 " ingested_at, entries, new_papers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
@@ -427,7 +428,8 @@ class Store:
                                  "was being made (is another digest running?); run again")
             cur = conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
-                " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " new_papers, matched, markdown_path, html_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, number, from_run, to_run, _ts(generated_at), new_papers, len(items),
                  paths[0], paths[1]))
             issue_id = cur.lastrowid

@@ -135,7 +135,8 @@ def test_user_templates_override_the_bundled_ones(project: Project, clock: Clock
     custom = project.root / "my-templates"
     custom.mkdir()
     (custom / "digest.md.j2").write_text(
-        "CUSTOM {{ digest.profile.name }} {{ digest.new_count }} {{ digest.items[0].paper.title }}\n")
+        "CUSTOM {{ digest.profile.name }} {{ digest.new_count }} "
+        "{{ digest.items[0].paper.title }}\n")
     project.write_config("[[subscribers]]\nname = \"all\"\n",
                          extra='templates = "my-templates"')
     dated(project.drop(DATA / "hostile.txt"))

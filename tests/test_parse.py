@@ -61,7 +61,8 @@ def test_metadata_shape_fields(shared_dumps: list[Path]) -> None:
 
 def test_compact_shape_splits_title_glued_to_subscribe(shared_dumps: list[Path]) -> None:
     parsed = read_dump(shared_dumps[2], today=DUMP_DAY)
-    assert parsed.papers[0].title == "CLIP-ReIdent: Contrastive Training for Player Re-Identification"
+    title = "CLIP-ReIdent: Contrastive Training for Player Re-Identification"
+    assert parsed.papers[0].title == title
     assert parsed.papers[0].line == 3
     assert parsed.page_date is None
 
@@ -203,7 +204,7 @@ def test_any_text_gives_papers_or_an_input_error(text: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(
     st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
-            min_size=1, max_size=80).filter(lambda s: s.strip() and not s.strip()[-1] in ".!?"),
+            min_size=1, max_size=80).filter(lambda s: s.strip() and s.strip()[-1] not in ".!?"),
     st.integers(min_value=0, max_value=10**6)), min_size=1, max_size=8))
 def test_generated_dumps_round_trip(entries: list[tuple[str, int]]) -> None:
     titles = [" ".join(t.split()) for t, _ in entries]

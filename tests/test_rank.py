@@ -40,7 +40,7 @@ def test_phrases_match_as_phrases_and_beat_scattered_words() -> None:
     ranked = score_all(Corpus.build(papers + FILLER), [Keyword("data curation")])
     assert [r.paper.title for r in ranked] == ["A study", "B study"]
     whole, scattered = ranked
-    assert [(m.term, m.via) for m in whole.matches][0] == ("data curation", None)
+    assert next((m.term, m.via) for m in whole.matches) == ("data curation", None)
     assert all(m.via == "data curation" for m in scattered.matches)
     assert whole.score > scattered.score
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from ..identity import content_hash, paper_key, strip_xml_illegal
-from ..models import ParsedDump, ParseWarning, Paper
+from ..models import Paper, ParsedDump, ParseWarning
 
 NAME = "hf-text"
 
