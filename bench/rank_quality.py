@@ -38,10 +38,10 @@ def bm25(papers: list[Paper], keywords: list[Keyword], k1: float = 1.2,
     df: Counter[str] = Counter()
     for d in docs:
         df.update(set(d))
-    query: Counter[str] = Counter()
+    query: dict[str, float] = {}
     for kw in keywords:
         for word in re.findall(r"\w+", kw.term.lower()):
-            query[word] += kw.weight
+            query[word] = query.get(word, 0.0) + kw.weight
     n = len(docs)
     scored = []
     for p, d in zip(papers, docs, strict=True):

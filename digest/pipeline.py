@@ -72,7 +72,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
     """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
-    corpora: dict[int, tuple[list[Paper], Corpus]] = {}  # subscribers at one cursor share one
+    # Subscribers at the same cursor share one analysed batch.
+    corpora: dict[int, tuple[list[Paper], Corpus, datetime | None]] = {}
     out: list[Rendered] = []
     for profile in config.subscribers:
         if only is not None and profile.name != only:
@@ -82,13 +83,13 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             continue
         if cursor.run not in corpora:
             papers = store.papers_after(cursor.run, upto)
-            corpora[cursor.run] = (papers, Corpus.build(papers))
-        papers, corpus = corpora[cursor.run]
+            first = min((p.first_seen for p in papers if p.first_seen), default=None)
+            corpora[cursor.run] = (papers, Corpus.build(papers), first)
+        papers, corpus, first = corpora[cursor.run]
         if not papers:
             continue
         items, rest = rank(corpus, profile)
         generated = now().astimezone(zone)
-        first = min((p.first_seen for p in papers if p.first_seen), default=None)
         digest = Digest(
             title=config.title, profile=profile, number=cursor.last_issue + 1,
             generated_at=generated,

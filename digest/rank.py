@@ -12,10 +12,14 @@ phrases matched as phrases and hyphenated compounds matching either way
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .models import Keyword, Match, Paper, Profile, Ranked
 
@@ -29,7 +33,8 @@ STOPWORDS = frozenset({
     "the", "to", "via", "with",
 })
 
-_TOKEN = re.compile(r"[^\W_]+(?:[-‐‑'’][^\W_]+)*")
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_COMPOUND = re.compile(r"[^\W_]+(?:['’][^\W_]+)*(?:[-‐‑][^\W_]+(?:['’][^\W_]+)*)+")
 _HYPHEN = re.compile(r"[-‐‑]")
 _APOSTROPHE = re.compile(r"['’]")
 _stems: dict[str, str] = {}
@@ -71,28 +76,42 @@ def _normal(part: str) -> str:
     return _APOSTROPHE.sub("", part)
 
 
+_WORDS: dict[str, str] = {}  # raw word -> stem: most words of a batch repeat
+_WORD_CACHE_MAX = 500_000
+
+
+def _word_stem(word: str) -> str:
+    found = _WORDS.get(word)
+    if found is None:
+        if len(_WORDS) >= _WORD_CACHE_MAX:
+            _WORDS.clear()
+        found = _WORDS[word] = stem(_normal(word))
+    return found
+
+
+def _compound_stem(token: str) -> str:
+    return stem("".join(_normal(p) for p in _HYPHEN.split(token)))
+
+
 def analyse(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Text -> (stems in order, stems of hyphenated compounds joined up)."""
-    stems: list[str] = []
-    compounds: list[str] = []
-    for token in _TOKEN.findall(text):
-        parts = [_normal(p) for p in _HYPHEN.split(token)]
-        stems.extend(stem(p) for p in parts if p)
-        if len(parts) > 1:
-            compounds.append(stem("".join(parts)))
-    return tuple(stems), tuple(compounds)
+    get = _WORDS.get
+    stems = tuple([get(w) or _word_stem(w) for w in _WORD.findall(text)])
+    if "-" not in text and "‐" not in text and "‑" not in text:
+        return stems, ()
+    return stems, tuple(_compound_stem(c) for c in _COMPOUND.findall(text))
 
 
 def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
-    """The single words of phrases, each with a share of its phrase's weight (backoff).
+    """The single words of phrases, so a paper matching some words of a phrase counts a little.
 
-    A word shared by several phrases is scored once, with its largest share; a word
-    that is also a keyword on its own is left to that keyword.
+    A word shared by several phrases carries their summed weight; a word that is also a
+    keyword on its own is left to that keyword.
     """
-    singles = {q.seq for q in map(Query.of, keywords) if len(q.seq) == 1}
+    singles = {q.seq for q in map(_query, keywords) if len(q.seq) == 1}
     best: dict[str, Query] = {}
     for kw in keywords:
-        words = [w for w in dict.fromkeys(Query.of(kw).seq) if w not in STOPWORDS]
+        words = [w for w in dict.fromkeys(_query(kw).seq) if w not in STOPWORDS]
         if len(words) < 2 or PHRASE_WORDS <= 0:
             continue
         share = kw.weight * PHRASE_WORDS
@@ -142,70 +161,94 @@ def _count(seq: tuple[str, ...], joined: str | None, stems: tuple[str, ...],
         start = i + 1
 
 
-@dataclass(slots=True)
-class _Doc:
-    paper: Paper
-    title: tuple[str, ...]
-    title_compounds: tuple[str, ...]
-    abstract: tuple[str, ...]
-    abstract_compounds: tuple[str, ...]
+# A posting packs (paper index, title hits, abstract hits) into one int: index << 16 | t << 8 | a.
+_CAP = 255
+
+
+def _pack(i: int, t: int, a: int) -> int:
+    return i << 16 | min(t, _CAP) << 8 | min(a, _CAP)
 
 
 @dataclass(slots=True)
 class Corpus:
-    """A batch of papers analysed once and ranked for any number of subscribers."""
+    """A batch of papers analysed once and ranked for any number of subscribers.
 
-    docs: list[_Doc]
-    postings: dict[str, list[int]]
-    avg_abstract: float
-    _hits: dict[tuple[tuple[str, ...], str | None], dict[int, tuple[int, int]]] = field(
-        default_factory=dict)
+    ``postings`` maps each stem to the packed (paper, title hits, abstract hits) of every
+    paper containing it, so a one-word keyword is scored straight from its postings;
+    phrases are checked against the stored stem sequences of the candidate papers.
+    """
+
+    papers: list[Paper]
+    titles: list[tuple[tuple[str, ...], tuple[str, ...]]]
+    abstracts: list[tuple[tuple[str, ...], tuple[str, ...]]]
+    norms: list[float]  # BM25 length normalisation of each abstract
+    postings: dict[str, array[int]]
+    _phrases: dict[tuple[tuple[str, ...], str | None], array[int]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, papers: Iterable[Paper]) -> Corpus:
-        """Analyse every paper and index which papers contain which stems."""
-        docs: list[_Doc] = []
-        postings: dict[str, list[int]] = {}
-        total = 0
-        for i, paper in enumerate(papers):
-            title, tcomp = analyse(paper.title)
-            abstract, acomp = analyse(paper.abstract)
-            docs.append(_Doc(paper, title, tcomp, abstract, acomp))
-            total += len(abstract)
-            for s in {*title, *tcomp, *abstract, *acomp}:
+        """Analyse every paper and index which papers contain which stems, how often."""
+        plist = list(papers)
+        titles = [analyse(p.title) for p in plist]
+        abstracts = [analyse(p.abstract) for p in plist]
+        lengths = [len(a) for a, _ in abstracts]
+        avg = sum(lengths) / len(lengths) if lengths else 0.0
+        norms = [1.0 - B + B * (n / avg) if avg else 1.0 for n in lengths]
+        postings: dict[str, array[int]] = {}
+        for i, ((t, tc), (a, ac)) in enumerate(zip(titles, abstracts, strict=True)):
+            tcount = Counter(t)
+            if tc:
+                tcount.update(tc)
+            acount = Counter(a)
+            if ac:
+                acount.update(ac)
+            base = i << 16
+            for s, n in acount.items():
                 bucket = postings.get(s)
                 if bucket is None:
-                    postings[s] = [i]
-                else:
-                    bucket.append(i)
-        return cls(docs, postings, total / len(docs) if docs else 0.0)
+                    bucket = postings[s] = array("q")
+                tn = tcount.get(s, 0)
+                bucket.append(base | (tn if tn < _CAP else _CAP) << 8 | (n if n < _CAP else _CAP))
+            for s, n in tcount.items():
+                if s not in acount:
+                    bucket = postings.get(s)
+                    if bucket is None:
+                        bucket = postings[s] = array("q")
+                    bucket.append(base | (n if n < _CAP else _CAP) << 8)
+        return cls(plist, titles, abstracts, norms, postings)
 
-    def hits(self, query: Query) -> dict[int, tuple[int, int]]:
-        """doc index -> (title hits, abstract hits) for every paper the query matches."""
-        cache_key = (query.seq, query.joined)
-        found = self._hits.get(cache_key)
-        if found is not None:
-            return found
-        candidates: set[int] = set()
-        if query.seq:
-            lists = [self.postings.get(s, []) for s in query.seq]
-            smallest = min(lists, key=len)
-            candidates = set(smallest).intersection(*lists) if len(lists) > 1 else set(smallest)
-        if query.joined:
-            candidates.update(self.postings.get(query.joined, ()))
-        found = {}
-        for i in candidates:
-            d = self.docs[i]
-            t = _count(query.seq, query.joined, d.title, d.title_compounds)
-            a = _count(query.seq, query.joined, d.abstract, d.abstract_compounds)
-            if t or a:
-                found[i] = (t, a)
-        self._hits[cache_key] = found
+    def __len__(self) -> int:
+        return len(self.papers)
+
+    def counts(self, query: Query, i: int) -> tuple[int, int]:
+        """(title hits, abstract hits) of ``query`` in paper ``i``."""
+        (t, tc), (a, ac) = self.titles[i], self.abstracts[i]
+        return (_count(query.seq, query.joined, t, tc), _count(query.seq, query.joined, a, ac))
+
+    def hits(self, query: Query) -> Sequence[int]:
+        """Packed postings of every paper the query matches."""
+        if len(query.seq) == 1:
+            return self.postings.get(query.seq[0], ())
+        if not query.seq:
+            return ()
+        key = (query.seq, query.joined)
+        found = self._phrases.get(key)
+        if found is None:
+            sets = [{v >> 16 for v in self.postings.get(s, ())} for s in query.seq]
+            candidates = set.intersection(*sets)
+            if query.joined:
+                candidates.update(v >> 16 for v in self.postings.get(query.joined, ()))
+            found = array("q")
+            for i in sorted(candidates):
+                t, a = self.counts(query, i)
+                if t or a:
+                    found.append(_pack(i, t, a))
+            self._phrases[key] = found
         return found
 
     def idf(self, df: int) -> float:
         """BM25's smoothed inverse document frequency over this batch."""
-        n = len(self.docs)
+        n = len(self.papers)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
@@ -213,35 +256,69 @@ def _saturate(tf: float) -> float:
     return tf * (K1 + 1.0) / (tf + K1)
 
 
-def score_all(corpus: Corpus, keywords: Sequence[Keyword],
-              exclude: Sequence[Keyword] = ()) -> list[Ranked]:
-    """Every matching, non-excluded paper with its score and explanation, best first."""
+def _queries(keywords: Sequence[Keyword]) -> list[Query]:
+    return [*map(_query, keywords), *word_queries(keywords)]
+
+
+def _explain(corpus: Corpus, i: int, queries: list[Query], idfs: dict[Query, float],
+             score: float) -> Ranked:
+    matches = []
+    for q in queries:
+        t, a = corpus.counts(q, i)
+        if t or a:
+            tf = TITLE_BOOST * min(t, _CAP) + min(a, _CAP) / corpus.norms[i]
+            matches.append(Match(q.term, q.weight, t, a, q.weight * idfs[q] * _saturate(tf),
+                                 q.via))
+    matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
+    return Ranked(corpus.papers[i], score, tuple(matches))
+
+
+def score_all(corpus: Corpus, keywords: Sequence[Keyword], exclude: Sequence[Keyword] = (),
+              *, min_score: float = 0.0, limit: int | None = None) -> list[Ranked]:
+    """Matching, non-excluded papers with score >= min_score and explanations, best first.
+
+    Scores come from the postings alone; explanations are worked out only for the
+    ``limit`` papers returned.
+    """
     excluded: set[int] = set()
     for kw in exclude:
-        excluded.update(corpus.hits(Query.of(kw)))
-    per_doc: dict[int, list[Match]] = {}
-    queries = [*map(Query.of, keywords), *word_queries(keywords)]
-    for query in queries:
-        hits = corpus.hits(query)
-        if not hits:
+        excluded.update(v >> 16 for v in corpus.hits(_query(kw)))
+    queries = _queries(keywords)
+    n_papers = len(corpus.papers)
+    scores = [0.0] * n_papers
+    whole = [0] * n_papers
+    touched: set[int] = set()
+    idfs: dict[Query, float] = {}
+    norms = corpus.norms
+    k1p1, k1, boost = K1 + 1.0, K1, TITLE_BOOST
+    for q in queries:
+        packed = corpus.hits(q)
+        if not packed:
             continue
-        idf = corpus.idf(len(hits))
-        for i, (t, a) in hits.items():
-            if i in excluded:
-                continue
-            length = len(corpus.docs[i].abstract)
-            norm = 1.0 - B + B * (length / corpus.avg_abstract if corpus.avg_abstract else 1.0)
-            tf = TITLE_BOOST * t + a / norm
-            contribution = query.weight * idf * _saturate(tf)
-            per_doc.setdefault(i, []).append(
-                Match(query.term, query.weight, t, a, contribution, query.via))
-    ranked = []
-    for i, matches in per_doc.items():
-        distinct = sum(1 for m in matches if m.via is None)  # whole keywords only
-        total = sum(m.contribution for m in matches) * (1.0 + COORDINATION * (distinct - 1))
-        matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
-        ranked.append(Ranked(corpus.docs[i].paper, round(total, 4), tuple(matches)))
-    return sort_ranked(ranked)
+        idf = idfs[q] = corpus.idf(len(packed))
+        w = q.weight * idf * k1p1
+        is_whole = q.via is None
+        for v in packed:
+            i = v >> 16
+            tf = boost * ((v >> 8) & _CAP) + (v & _CAP) / norms[i]
+            scores[i] += w * tf / (tf + k1)
+            if is_whole:
+                whole[i] += 1
+        touched.update(v >> 16 for v in packed)
+    final = []
+    papers = corpus.papers
+    for i in touched - excluded:
+        # Different keywords beat repeats: each extra whole keyword adds COORDINATION.
+        total = scores[i] * (1.0 + COORDINATION * (whole[i] - 1))
+        if total >= min_score and total > 0:
+            final.append((total, papers[i].upvotes or 0, i))
+    if limit is not None and len(final) > limit:
+        kth = heapq.nlargest(limit, final)[-1][:2]  # keep everything tied with the last pick
+        final = [f for f in final if f[:2] >= kth]
+    final.sort(key=lambda f: (-f[0], -f[1], papers[f[2]].title.casefold(), papers[f[2]].key))
+    top = final if limit is None else final[:limit]
+    return [Ranked(r.paper, r.score, r.matches, n) for n, r in enumerate(
+        (_explain(corpus, i, queries, idfs, round(total, 4)) for total, _, i in top), 1)]
 
 
 def sort_ranked(items: Iterable[Ranked]) -> list[Ranked]:
@@ -254,51 +331,57 @@ def sort_ranked(items: Iterable[Ranked]) -> list[Ranked]:
 def rank(corpus: Corpus, profile: Profile) -> tuple[list[Ranked], list[Paper]]:
     """A subscriber's picks (at most ``max_items``, score >= ``min_score``) and the rest."""
     if not profile.keywords:  # no interests given: everything, most upvoted first
-        picks = sort_ranked(Ranked(d.paper, 0.0, ()) for d in corpus.docs)
+        chosen = sort_ranked(Ranked(p, 0.0, ()) for p in corpus.papers)[: profile.max_items]
     else:
-        picks = [r for r in score_all(corpus, profile.keywords, profile.exclude)
-                 if r.score >= profile.min_score and r.score > 0]
-    chosen = picks[: profile.max_items]
+        chosen = score_all(corpus, profile.keywords, profile.exclude,
+                           min_score=profile.min_score, limit=profile.max_items)
     keys = {r.paper.key for r in chosen}
-    rest = [d.paper for d in corpus.docs if d.paper.key not in keys]
+    rest = [p for p in corpus.papers if p.key not in keys]
     return chosen, rest
 
 
-def highlight_spans(text: str, keywords: Sequence[Keyword]) -> list[tuple[int, int]]:
-    """Character spans in ``text`` where any keyword matches (merged, in order)."""
-    queries = [Query.of(k) for k in keywords]
-    parts: list[tuple[int, int, str]] = []  # (start, end, stem) per word part
-    compounds: list[tuple[int, int, str, int, int]] = []  # spans of hyphenated tokens
-    for m in _TOKEN.finditer(text):
-        start = m.start()
-        first = len(parts)
-        for piece in _HYPHEN.split(m.group()):
-            norm = _normal(piece)
-            if norm:
-                parts.append((start, start + len(piece), stem(norm)))
-            start += len(piece) + 1
-        if len(parts) - first > 1:
-            joined = stem("".join(_normal(p) for p in _HYPHEN.split(m.group())))
-            compounds.append((m.start(), m.end(), joined, first, len(parts)))
-    stems = [p[2] for p in parts]
-    spans: list[tuple[int, int]] = []
+@lru_cache(maxsize=4096)
+def _query(keyword: Keyword) -> Query:
+    return Query.of(keyword)
+
+
+@lru_cache(maxsize=8192)
+def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int, int], ...]:
+    """Character spans in ``text`` where any keyword matches (merged, in order).
+
+    Cached: the same abstract is highlighted in the Markdown, the HTML and the feed.
+    """
+    queries = [_query(k) for k in keywords]
+    needed = {s for q in queries for s in q.seq} | {q.joined for q in queries if q.joined}
+    at: dict[str, dict[int, tuple[int, int]]] = {}  # stem -> word index -> (start, end)
+    get = _WORDS.get
+    for index, m in enumerate(_WORD.finditer(text)):
+        word = m.group()
+        st = get(word) or _word_stem(word)
+        if st in needed:
+            at.setdefault(st, {})[index] = m.span()
+    compounds: dict[str, list[tuple[int, int]]] = {}
+    if "-" in text or "‐" in text or "‑" in text:
+        for m in _COMPOUND.finditer(text):
+            compounds.setdefault(_compound_stem(m.group()), []).append(m.span())
+    found: list[tuple[int, int]] = []
     for q in queries:
         if not q.seq:
             continue
-        n = len(q.seq)
-        for i in range(len(stems) - n + 1):
-            if tuple(stems[i:i + n]) == q.seq:
-                spans.append((parts[i][0], parts[i + n - 1][1]))
-        for c_start, c_end, joined, _, _ in compounds:
-            if joined == (q.seq[0] if n == 1 else q.joined):
-                spans.append((c_start, c_end))
+        first, rest = at.get(q.seq[0], {}), [at.get(s, {}) for s in q.seq[1:]]
+        for index, (start, end) in first.items():
+            if all(index + j in later for j, later in enumerate(rest, 1)):
+                found.append((start, rest[-1][index + len(rest)][1] if rest else end))
+        whole = q.seq[0] if len(q.seq) == 1 else q.joined
+        if whole:
+            found.extend(compounds.get(whole, ()))
         if q.joined:
-            spans.extend((p[0], p[1]) for p in parts if p[2] == q.joined)
-    spans.sort()
+            found.extend(at.get(q.joined, {}).values())
+    found.sort()
     merged: list[tuple[int, int]] = []
-    for s, e in spans:
-        if merged and s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+    for a, b in found:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
-            merged.append((s, e))
-    return merged
+            merged.append((a, b))
+    return tuple(merged)

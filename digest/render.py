@@ -62,7 +62,7 @@ def highlight_html(text: str, keywords: Sequence[Keyword]) -> Markup:
     """Escaped text with keyword matches wrapped in <mark>."""
     out: list[str] = []
     pos = 0
-    for start, end in highlight_spans(text, keywords):
+    for start, end in highlight_spans(text, tuple(keywords)):
         out.append(str(escape(text[pos:start])))
         out.append(f"<mark>{escape(text[start:end])}</mark>")
         pos = end
@@ -74,7 +74,7 @@ def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
     """Markdown-escaped text with keyword matches in bold."""
     out: list[str] = []
     pos = 0
-    for start, end in highlight_spans(text, keywords):
+    for start, end in highlight_spans(text, tuple(keywords)):
         out.append(md_escape(text[pos:start], line_start=pos == 0))
         out.append(f"**{md_escape(text[start:end], line_start=False)}**")
         pos = end

@@ -336,7 +336,7 @@ class Store:
             if row:
                 return int(row[0])
         row = conn.execute("SELECT id FROM papers WHERE key = ?", (paper.key,)).fetchone()
-        if row is None:
+        if row is None and paper.key != f"title:{normalise_title(paper.title)}":
             row = conn.execute("SELECT id FROM papers WHERE title_norm = ? ORDER BY id LIMIT 1",
                                (normalise_title(paper.title),)).fetchone()
         return int(row[0]) if row else None

@@ -115,7 +115,7 @@ def test_profile_limits_and_the_rest() -> None:
 
 def test_highlight_spans() -> None:
     text = "Pre-training CLIPs for data curation; pretraining."
-    spans = highlight_spans(text, [Keyword("pretraining"), Keyword("CLIP"),
-                                   Keyword("data curation")])
+    spans = highlight_spans(text, (Keyword("pretraining"), Keyword("CLIP"),
+                                   Keyword("data curation")))
     assert [text[s:e] for s, e in spans] == ["Pre-training", "CLIPs", "data curation",
                                              "pretraining"]
