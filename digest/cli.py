@@ -55,11 +55,19 @@ def _report_dict(report: RunReport) -> dict[str, Any]:
     }
 
 
+def _shown(path: str) -> str:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _print_ingest(report: RunReport) -> None:
     for path in report.dumps_ingested:
-        click.echo(f"ingested {path}: {report.new_per_dump.get(path, 0)} new papers")
+        click.echo(f"ingested {_shown(path)}: {report.new_per_dump.get(path, 0)} new papers")
     for path, same in report.dumps_duplicate:
-        click.echo(f"skipped {path}: identical to {same}, already ingested (no-op)")
+        click.echo(f"skipped {_shown(path)}: identical to {same}, already ingested (no-op)")
 
 
 def _finish(report: RunReport) -> None:
@@ -289,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: one line on stderr per error, no traceback unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted before or after the command
     try:
         cli.main(args=args, prog_name="digest", standalone_mode=False)
     except click.exceptions.Abort:

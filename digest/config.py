@@ -40,6 +40,7 @@ class Config:
     templates: Path | None
     timezone: str
     subscribers: tuple[Profile, ...]
+    intro: str = ""
 
     @property
     def store_path(self) -> Path:
@@ -174,7 +175,7 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
 
 
 _DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
-                "also_new", "templates", "timezone")
+                "also_new", "templates", "timezone", "intro")
 _SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed")
 _TOP_KEYS = ("digest", "subscribers")
 
@@ -274,6 +275,7 @@ def parse_config(path: Path, text: str) -> Config:
         feeds_dir=_path(base, check, digest, "feeds_dir", "feeds"),
         site_url=site_url, feed_size=max(1, feed_size), also_new=max(0, also_new),
         templates=templates, timezone=timezone,
+        intro=_typed(check, "digest", None, digest, "intro", str, "", "a string (Markdown)"),
         subscribers=tuple(s for s in subscribers if s is not None),
     )
     if check.problems:

@@ -115,6 +115,7 @@ class Digest:
     others_total: int
     page_dates: tuple[date, ...] = ()
     feed_url: str | None = None
+    intro: str = ""  # the operator's Markdown note shown at the top (trusted text)
 
 
 @dataclass(slots=True)

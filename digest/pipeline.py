@@ -20,7 +20,7 @@ from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
 from .models import Digest, Paper, RunReport
-from .rank import Corpus, rank
+from .rank import Corpus, rank, stems_of
 from .render import Renderer
 from .sources import inbox_files, iter_dumps
 from .store import Cursor, Store
@@ -84,7 +84,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         if cursor.run not in corpora:
             papers = store.papers_after(cursor.run, upto)
             first = min((p.first_seen for p in papers if p.first_seen), default=None)
-            corpora[cursor.run] = (papers, Corpus.build(papers), first)
+            corpora[cursor.run] = (papers, Corpus.build(papers, stems_of(config.subscribers)),
+                                   first)
         papers, corpus, first = corpora[cursor.run]
         if not papers:
             continue
@@ -99,6 +100,7 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             others=tuple(rest[: config.also_new]), others_total=len(rest),
             page_dates=tuple(store.page_dates(cursor.run, upto)),
             feed_url=config.feed_url(profile.name) if profile.feed else None,
+            intro=config.intro,
         )
         out.append(Rendered(digest, renderer.markdown(digest), renderer.html_page(digest)))
         if persist:

@@ -183,11 +183,16 @@ class Corpus:
     abstracts: list[tuple[tuple[str, ...], tuple[str, ...]]]
     norms: list[float]  # BM25 length normalisation of each abstract
     postings: dict[str, array[int]]
+    indexed: frozenset[str] | None = None  # None: every stem is in ``postings``
     _phrases: dict[tuple[tuple[str, ...], str | None], array[int]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, papers: Iterable[Paper]) -> Corpus:
-        """Analyse every paper and index which papers contain which stems, how often."""
+    def build(cls, papers: Iterable[Paper], only: Iterable[str] | None = None) -> Corpus:
+        """Analyse every paper and index which papers contain which stems, how often.
+
+        With ``only`` (see ``stems_of``) just those stems are indexed up front; any other
+        stem a query asks for later is indexed on first use.
+        """
         plist = list(papers)
         titles = [analyse(p.title) for p in plist]
         abstracts = [analyse(p.abstract) for p in plist]
@@ -195,6 +200,7 @@ class Corpus:
         avg = sum(lengths) / len(lengths) if lengths else 0.0
         norms = [1.0 - B + B * (n / avg) if avg else 1.0 for n in lengths]
         postings: dict[str, array[int]] = {}
+        wanted = None if only is None else frozenset(only)
         for i, ((t, tc), (a, ac)) in enumerate(zip(titles, abstracts, strict=True)):
             tcount = Counter(t)
             if tc:
@@ -203,6 +209,9 @@ class Corpus:
             if ac:
                 acount.update(ac)
             base = i << 16
+            if wanted is not None:  # keep just the stems some keyword can ask for
+                acount = Counter({s: acount[s] for s in wanted.intersection(acount)})
+                tcount = Counter({s: tcount[s] for s in wanted.intersection(tcount)})
             for s, n in acount.items():
                 bucket = postings.get(s)
                 if bucket is None:
@@ -215,7 +224,7 @@ class Corpus:
                     if bucket is None:
                         bucket = postings[s] = array("q")
                     bucket.append(base | (n if n < _CAP else _CAP) << 8)
-        return cls(plist, titles, abstracts, norms, postings)
+        return cls(plist, titles, abstracts, norms, postings, wanted)
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -225,19 +234,33 @@ class Corpus:
         (t, tc), (a, ac) = self.titles[i], self.abstracts[i]
         return (_count(query.seq, query.joined, t, tc), _count(query.seq, query.joined, a, ac))
 
+    def _postings(self, s: str) -> Sequence[int]:
+        found = self.postings.get(s)
+        if found is not None:
+            return found
+        if self.indexed is None or s in self.indexed:
+            return ()
+        found = array("q")  # a stem nobody asked for up front: index it now, once
+        for i, ((t, tc), (a, ac)) in enumerate(zip(self.titles, self.abstracts, strict=True)):
+            tn, an = t.count(s) + tc.count(s), a.count(s) + ac.count(s)
+            if tn or an:
+                found.append(_pack(i, tn, an))
+        self.postings[s] = found
+        return found
+
     def hits(self, query: Query) -> Sequence[int]:
         """Packed postings of every paper the query matches."""
         if len(query.seq) == 1:
-            return self.postings.get(query.seq[0], ())
+            return self._postings(query.seq[0])
         if not query.seq:
             return ()
         key = (query.seq, query.joined)
         found = self._phrases.get(key)
         if found is None:
-            sets = [{v >> 16 for v in self.postings.get(s, ())} for s in query.seq]
+            sets = [{v >> 16 for v in self._postings(s)} for s in query.seq]
             candidates = set.intersection(*sets)
             if query.joined:
-                candidates.update(v >> 16 for v in self.postings.get(query.joined, ()))
+                candidates.update(v >> 16 for v in self._postings(query.joined))
             found = array("q")
             for i in sorted(candidates):
                 t, a = self.counts(query, i)
@@ -250,6 +273,17 @@ class Corpus:
         """BM25's smoothed inverse document frequency over this batch."""
         n = len(self.papers)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def stems_of(profiles: Iterable[Profile]) -> set[str]:
+    """Every stem the keywords and excludes of these profiles can look up."""
+    found: set[str] = set()
+    for p in profiles:
+        for q in [*_queries(p.keywords), *map(_query, p.exclude)]:
+            found.update(q.seq)
+            if q.joined:
+                found.add(q.joined)
+    return found
 
 
 def _saturate(tf: float) -> float:

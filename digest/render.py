@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import markdown
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
@@ -146,4 +147,13 @@ class Renderer:
 
     @staticmethod
     def _context(digest: Digest) -> dict[str, Any]:
-        return {"digest": digest, "keywords": digest.profile.keywords}
+        return {"digest": digest, "keywords": digest.profile.keywords,
+                "intro_md": MarkdownSafe(digest.intro.strip()),
+                "intro_html": operator_markdown(digest.intro)}
+
+
+def operator_markdown(text: str) -> Markup:
+    """The operator's own Markdown (config ``intro``) as HTML. Never used for paper text."""
+    if not text.strip():
+        return Markup("")
+    return Markup(markdown.markdown(text, output_format="html"))

@@ -147,3 +147,15 @@ def test_user_templates_override_the_bundled_ones(project: Project, clock: Clock
     assert text.startswith("CUSTOM all 4 ")
     assert "&lt;" in text  # even a user's template cannot emit raw HTML from paper text
     assert html_path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")  # bundled
+
+
+def test_operator_intro_is_rendered_from_markdown(project: Project, clock: Clock) -> None:
+    project.write_config("[[subscribers]]\nname = \"all\"\n",
+                         extra='intro = "Reply to *the lab list* with questions."')
+    dated(project.drop(DATA / "shape_blank.txt"))
+    run(project.config(), now=clock)
+    folder = project.root / "data" / "digests" / "all"
+    html, = folder.glob("*.html")
+    md, = folder.glob("*.md")
+    assert "Reply to <em>the lab list</em> with questions." in html.read_text()
+    assert "Reply to *the lab list* with questions." in md.read_text()

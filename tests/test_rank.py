@@ -119,3 +119,18 @@ def test_highlight_spans() -> None:
                                    Keyword("data curation")))
     assert [text[s:e] for s, e in spans] == ["Pre-training", "CLIPs", "data curation",
                                              "pretraining"]
+
+
+def test_a_partial_index_ranks_exactly_like_a_full_one() -> None:
+    from digest.rank import stems_of
+
+    papers = [paper("Data curation for CLIP", "We curate data; pre-training helps."),
+              paper("Pretraining CLIPs", "Vision-language pretraining at scale."),
+              paper("Gardens", "Rainfall data over years."), *FILLER]
+    wanted = Profile("p", keywords=(Keyword("data curation"), Keyword("CLIP")))
+    other = (Keyword("pretraining"), Keyword("rainfall"))
+    full = Corpus.build(papers)
+    partial = Corpus.build(papers, stems_of([wanted]))
+    assert set(partial.postings) < set(full.postings)
+    for kws in (wanted.keywords, other):  # ``other`` is indexed lazily on first use
+        assert score_all(partial, kws) == score_all(full, kws)
