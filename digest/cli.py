@@ -102,7 +102,7 @@ def run_cmd(config_path: str | None, as_json: bool) -> None:
     click.echo(f"{report.new_papers} new papers; the store now holds {report.total_papers}.")
     for d in report.digests:
         click.echo(f"digest for {d['subscriber']}: issue {d['issue']}, {d['new']} new papers, "
-                   f"{d['matched']} matches")
+                   f"{d['matched']} matches -> {_shown(str(d['markdown']))} (.html beside it)")
     click.echo(f"feeds: {len(report.feeds_written)} updated, {len(report.feeds_unchanged)} "
                "unchanged")
     _finish(report)

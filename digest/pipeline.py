@@ -40,6 +40,7 @@ class Rendered:
     digest: Digest
     markdown: str
     html: str
+    paths: tuple[str, str] | None = None  # where run wrote it (.md, .html); None in preview
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
@@ -102,14 +103,15 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             feed_url=config.feed_url(profile.name) if profile.feed else None,
             intro=config.intro,
         )
-        out.append(Rendered(digest, renderer.markdown(digest), renderer.html_page(digest)))
+        rendered = Rendered(digest, renderer.markdown(digest), renderer.html_page(digest))
         if persist:
-            _publish_digest(store, config, cursor, upto, out[-1])
+            rendered = _publish_digest(store, config, cursor, upto, rendered)
+        out.append(rendered)
     return out
 
 
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
-                    rendered: Rendered) -> None:
+                    rendered: Rendered) -> Rendered:
     digest = rendered.digest
     stem = f"{digest.generated_at:%Y-%m-%d}-{digest.number:03d}"
     folder = config.digests_dir / digest.profile.name
@@ -120,6 +122,7 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
     store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
                        digest.generated_at, digest.new_count, digest.items,
                        (str(md_path), str(html_path)))
+    return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)))
 
 
 def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, datetime]:
@@ -162,7 +165,8 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> 
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
-                "matched": len(d.items)})
+                "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
+                "html": rendered.paths[1] if rendered.paths else None})
         write_feeds(store, config, renderer, now, report)
     finally:
         store.close()

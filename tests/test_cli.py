@@ -48,7 +48,10 @@ def test_run_json_and_nothing_new(project: Project, capsys: pytest.CaptureFixtur
     assert code == 0, err
     report = json.loads(out)
     assert report["new_papers"] == 35
-    assert report["subscribers"]["all"] == {"issue": 1, "new": 35, "matched": 35}
+    all_ = report["subscribers"]["all"]
+    assert {k: all_[k] for k in ("issue", "new", "matched")} == {"issue": 1, "new": 35,
+                                                                 "matched": 35}
+    assert Path(all_["markdown"]).is_file() and Path(all_["html"]).is_file()
     assert report["subscribers"]["ana"]["new"] == 35
     before = tree_state(project.root)
     code, out, _ = digest(capsys, "run", "--config", str(project.config_path))
