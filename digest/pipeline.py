@@ -155,6 +155,9 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
 def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds."""
     report = RunReport()
+    if not config.inbox.is_dir():
+        report.warnings.append(f"{config.inbox}: warning: the inbox folder does not exist; "
+                               "create it and drop page dumps there (key [digest].inbox)")
     renderer = Renderer(config.templates)
     store = Store.open(config.store_path)
     try:

@@ -191,3 +191,10 @@ def test_ingest_backfills(project: Project, capsys: pytest.CaptureFixture[str],
     code, out, _ = digest(capsys, "ingest", str(shared_dumps[1]), "--config",
                           str(project.config_path), "--json")
     assert json.loads(out)["new_papers"] == 13
+
+
+def test_missing_inbox_is_a_warning(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.inbox.rmdir()
+    code, out, err = digest(capsys, "run", "--config", str(project.config_path))
+    assert code == 0 and "0 new papers" in out
+    assert "the inbox folder does not exist" in err and "[digest].inbox" in err
