@@ -101,8 +101,11 @@ def fmt_date(value: date | datetime | None) -> str:
 
 def explain(item: Ranked) -> str:
     """Why a paper matched: `CLIP (title 1, abstract 3), "graph" of graph networks (abstract 2)`."""
+    whole = {m.term for m in item.matches if m.via is None}
     parts = []
     for m in item.matches:
+        if m.via in whole:
+            continue  # the phrase matched as a whole: its single words add nothing to say
         where = [f"{field} {n}" for field, n in (("title", m.title_hits),
                                                  ("abstract", m.abstract_hits)) if n]
         name = f'"{m.term}" of {m.via}' if m.via else m.term

@@ -134,3 +134,14 @@ def test_a_partial_index_ranks_exactly_like_a_full_one() -> None:
     assert set(partial.postings) < set(full.postings)
     for kws in (wanted.keywords, other):  # ``other`` is indexed lazily on first use
         assert score_all(partial, kws) == score_all(full, kws)
+
+
+def test_explanation_text_names_whole_keywords_and_lone_words() -> None:
+    from digest.render import explain
+
+    papers = [paper("Data curation at scale", "We curate data."),
+              paper("Curation of data", "Data again.")]
+    ranked = score_all(Corpus.build(papers + FILLER), [Keyword("data curation")])
+    assert [explain(r) for r in ranked] == [
+        "data curation (title 1)",
+        '"data" of data curation (title 1, abstract 1), "curation" of data curation (title 1)']
