@@ -70,9 +70,13 @@ def _print_ingest(report: RunReport) -> None:
         click.echo(f"skipped {_shown(path)}: identical to {same}, already ingested (no-op)")
 
 
+def _live_report() -> RunReport:
+    """A report that prints warnings and rejected files on stderr as they happen."""
+    return RunReport(sink=lambda line: click.echo(line, err=True))
+
+
 def _finish(report: RunReport) -> None:
-    for line in report.dumps_rejected:
-        click.echo(f"digest: error: {line}", err=True)
+    """Exit 2 when a file could not be ingested (already reported as it happened)."""
     if report.dumps_rejected:
         raise SystemExit(2)
 
@@ -84,8 +88,7 @@ def run_cmd(config_path: str | None, as_json: bool) -> None:
     """Ingest new dumps from the inbox, write each subscriber's digest, update feeds."""
     from .pipeline import run
 
-    report = run(_config(config_path))
-    _emit_warnings(report.warnings)
+    report = run(_config(config_path), report=_live_report())
     if as_json:
         click.echo(json.dumps(_report_dict(report), indent=2))
         _finish(report)
@@ -123,8 +126,8 @@ def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
     from .pipeline import preview
 
     config = _config(config_path)
-    report, rendered = preview(config, subscriber=subscriber, dumps=dumps)
-    _emit_warnings(report.warnings)
+    report, rendered = preview(config, subscriber=subscriber, dumps=dumps,
+                               report=_live_report())
     if not rendered:
         who = subscriber or "any subscriber"
         click.echo(f"Nothing new for {who}: the next digest would be empty.", err=True)
@@ -282,8 +285,7 @@ def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) 
     """Add dumps to the store as already seen (backfill): they appear in no digest."""
     from .pipeline import backfill
 
-    report = backfill(_config(config_path), dumps)
-    _emit_warnings(report.warnings)
+    report = backfill(_config(config_path), dumps, report=_live_report())
     if as_json:
         click.echo(json.dumps(_report_dict(report), indent=2))
     else:

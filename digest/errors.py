@@ -4,6 +4,7 @@
     ├── UsageError              bad command-line use                    (exit 2)
     ├── ConfigError             config file problems, each naming a key (exit 2)
     ├── InputError              a file that is not a page dump          (exit 2)
+    ├── LockedError             another digest holds the data folder    (exit 2)
     ├── StoreError              the SQLite store cannot be used         (exit 1)
     └── OutputError             a digest or feed cannot be written      (exit 1)
 
@@ -49,6 +50,12 @@ class InputError(DigestError):
         self.line = line
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {message}")
+
+
+class LockedError(DigestError):
+    """Another digest process holds the data folder's lock."""
+
+    exit_code = 2
 
 
 class StoreError(DigestError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -120,7 +121,11 @@ class Digest:
 
 @dataclass(slots=True)
 class RunReport:
-    """What one run did, counted per stage (the CLI prints it)."""
+    """What one run did, counted per stage (the CLI prints it).
+
+    ``sink``, when set, hears each warning and rejection the moment it happens, so they
+    reach the user even if the run fails later.
+    """
 
     dumps_ingested: list[str] = field(default_factory=list)
     dumps_duplicate: list[tuple[str, str]] = field(default_factory=list)
@@ -132,6 +137,19 @@ class RunReport:
     digests: list[dict[str, object]] = field(default_factory=list)
     feeds_written: list[str] = field(default_factory=list)
     feeds_unchanged: list[str] = field(default_factory=list)
+    sink: Callable[[str], None] | None = None
+
+    def warn(self, message: str) -> None:
+        """Record a warning (``file:line: warning: ...``)."""
+        self.warnings.append(message)
+        if self.sink:
+            self.sink(message)
+
+    def reject(self, message: str) -> None:
+        """Record a file that could not be ingested (an error naming it)."""
+        self.dumps_rejected.append(message)
+        if self.sink:
+            self.sink(f"digest: error: {message}")
 
     @property
     def changed(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from .errors import InputError
 from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
+from .lock import exclusive
 from .models import Digest, Paper, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
@@ -44,19 +45,28 @@ class Rendered:
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
-           kind: str = "run", subscribers: Sequence[str] = ()) -> None:
-    """Ingest each dump not seen before (by content), one transaction per dump."""
+           kind: str = "run", subscribers: Sequence[str] = (),
+           zone: tzinfo | None = None) -> None:
+    """Ingest each dump not seen before (by content), one transaction per dump.
+
+    A file that is not a dump is reported and skipped; the others still go in.
+    """
     run_id: int | None = None
-    for item in iter_dumps(p for p in paths if not store.known_file(p)):
+    for item in iter_dumps((p for p in paths if not store.known_file(p)), zone):
         if isinstance(item, InputError):
-            report.dumps_rejected.append(str(item))
+            report.reject(str(item))
             continue
-        report.warnings.extend(str(w) for w in item.warnings)
+        for w in item.warnings:
+            report.warn(str(w))
         previous = store.find_dump(item.sha256)
         if previous is not None:
             report.dumps_duplicate.append((item.path, previous.name))
             continue
-        result = store.ingest(item, run_id, kind, now(), subscribers)
+        try:
+            result = store.ingest(item, run_id, kind, now(), subscribers)
+        except InputError as exc:
+            report.reject(str(exc))
+            continue
         run_id = result.run_id
         report.dumps_ingested.append(item.path)
         report.new_per_dump[item.path] = len(result.new_keys)
@@ -152,17 +162,25 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
             str(path))
 
 
-def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> RunReport:
+def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
+        report: RunReport | None = None) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds."""
-    report = RunReport()
+    report = report or RunReport()
     if not config.inbox.is_dir():
-        report.warnings.append(f"{config.inbox}: warning: the inbox folder does not exist; "
-                               "create it and drop page dumps there (key [digest].inbox)")
+        report.warn(f"{config.inbox}: warning: the inbox folder does not exist; "
+                    "create it and drop page dumps there (key [digest].inbox)")
     renderer = Renderer(config.templates)
+    with exclusive(config.data_dir, "run"):
+        _run_locked(config, renderer, now, extra, report)
+    return report
+
+
+def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
+                report: RunReport) -> None:
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,
-               subscribers=[p.name for p in config.subscribers])
+               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
         checkpoint("run:after-ingest")
         for rendered in make_digests(store, config, renderer, now):
             d = rendered.digest
@@ -173,30 +191,32 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = ()) -> 
         write_feeds(store, config, renderer, now, report)
     finally:
         store.close()
-    return report
 
 
-def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now) -> RunReport:
+def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
+             report: RunReport | None = None) -> RunReport:
     """Add dumps to the store as already seen: they never appear in any digest."""
-    report = RunReport()
-    store = Store.open(config.store_path)
-    try:
-        ingest(store, paths, report, now, kind="backfill")
-    finally:
-        store.close()
+    report = report or RunReport()
+    with exclusive(config.data_dir, "ingest"):
+        store = Store.open(config.store_path)
+        try:
+            ingest(store, paths, report, now, kind="backfill", zone=ZoneInfo(config.timezone))
+        finally:
+            store.close()
     return report
 
 
 def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Path] = (),
-            now: Clock = utc_now) -> tuple[RunReport, list[Rendered]]:
+            now: Clock = utc_now,
+            report: RunReport | None = None) -> tuple[RunReport, list[Rendered]]:
     """The next digests as ``run`` would make them now; nothing is written anywhere."""
     if subscriber is not None:
         config.subscriber(subscriber)  # a clear error for an unknown name
-    report = RunReport()
+    report = report or RunReport()
     store = Store.snapshot(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
-               subscribers=[p.name for p in config.subscribers])
+               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
         rendered = make_digests(store, config, Renderer(config.templates), now,
                                 only=subscriber, persist=False)
     finally:

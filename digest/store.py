@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import InputError, StoreError
 from .faults import checkpoint
 from .identity import normalise_title
 from .models import Match, Paper, ParsedDump, Ranked
@@ -48,7 +48,8 @@ MIGRATIONS: tuple[str, ...] = (
         run_id INTEGER NOT NULL REFERENCES runs(id),
         ingested_at TEXT NOT NULL,
         entries INTEGER NOT NULL,
-        new_papers INTEGER NOT NULL
+        new_papers INTEGER NOT NULL,
+        warnings TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX dumps_file ON dumps(path, size, mtime_ns);
     CREATE TABLE papers (
@@ -290,6 +291,14 @@ class Store:
         not met before is registered in it to start with this run's papers: a crash
         between ingest and digests cannot make a new subscriber miss them.
         """
+        try:
+            return self._ingest(dump, run_id, kind, now, subscribers)
+        except OverflowError as exc:  # a number SQLite cannot hold: the dump is at fault
+            raise InputError(dump.path, f"cannot store a value from this dump ({exc}); "
+                                        "fix or remove the file") from None
+
+    def _ingest(self, dump: ParsedDump, run_id: int | None, kind: str, now: datetime,
+                subscribers: Sequence[str]) -> IngestResult:
         new_keys: list[str] = []
         name = Path(dump.path).name
         with self.transaction() as conn:
@@ -307,10 +316,11 @@ class Store:
                 size, mtime = st.st_size, st.st_mtime_ns
             cur = conn.execute(
                 "INSERT INTO dumps (sha256, name, path, size, mtime_ns, shape, page_date, run_id,"
-                " ingested_at, entries, new_papers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                " ingested_at, entries, new_papers, warnings)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 (dump.sha256, name, str(Path(dump.path).resolve()), size, mtime, dump.shape,
                  dump.page_date.isoformat() if dump.page_date else None, run_id, _ts(now),
-                 len(dump.papers)),
+                 len(dump.papers), json.dumps([str(w) for w in dump.warnings])),
             )
             dump_id = int(cur.lastrowid or 0)
             half = len(dump.papers) // 2
@@ -359,16 +369,19 @@ class Store:
         # Seen before: fill in what the earlier sighting lacked; the key never changes.
         self.conn.execute(
             "UPDATE papers SET"
-            " abstract = CASE WHEN length(abstract) < length(?) THEN ? ELSE abstract END,"
-            " authors = coalesce(authors, ?), published = coalesce(published, ?),"
-            " date_raw = coalesce(date_raw, ?), upvotes = max(coalesce(upvotes, 0), ?),"
-            " arxiv_id = coalesce(arxiv_id, ?), url = coalesce(url, ?),"
-            " links = CASE WHEN links = '[]' THEN ? ELSE links END"
-            " WHERE id = ?",
-            (paper.abstract, paper.abstract, paper.authors,
-             paper.published.isoformat() if paper.published else None, paper.date_raw,
-             paper.upvotes if paper.upvotes is not None else None, paper.arxiv_id, paper.url,
-             json.dumps(list(paper.links)), existing),
+            " abstract = CASE WHEN length(abstract) < length(:abstract) THEN :abstract"
+            "   ELSE abstract END,"
+            " authors = coalesce(authors, :authors), published = coalesce(published, :published),"
+            " date_raw = coalesce(date_raw, :date_raw),"
+            " upvotes = CASE WHEN :upvotes IS NULL THEN upvotes"  # an unknown count keeps ours
+            "   ELSE max(coalesce(upvotes, 0), :upvotes) END,"
+            " arxiv_id = coalesce(arxiv_id, :arxiv_id), url = coalesce(url, :url),"
+            " links = CASE WHEN links = '[]' THEN :links ELSE links END"
+            " WHERE id = :id",
+            {"abstract": paper.abstract, "authors": paper.authors,
+             "published": paper.published.isoformat() if paper.published else None,
+             "date_raw": paper.date_raw, "upvotes": paper.upvotes, "arxiv_id": paper.arxiv_id,
+             "url": paper.url, "links": json.dumps(list(paper.links)), "id": existing},
         )
         return existing, False
 

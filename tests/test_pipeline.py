@@ -179,3 +179,43 @@ def test_bad_file_in_inbox_is_reported_and_the_rest_ingested(project: Project, c
     assert report.new_papers == 35
     assert len(report.dumps_rejected) == 1
     assert report.dumps_rejected[0].startswith(str(project.inbox / "000-notes.txt"))
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(project: Project, clock: Clock,
+                                                          shared_dumps: list[Path]) -> None:
+    from digest.errors import LockedError
+    from digest.lock import exclusive
+
+    dated(project.drop(shared_dumps[1]))
+    config = project.config()
+    with exclusive(config.data_dir, "test"), pytest.raises(LockedError) as info:
+        run(config, now=clock)
+    assert "held by digest test (pid" in str(info.value)
+    assert info.value.exit_code == 2
+    assert run(config, now=clock).new_papers == 35  # released: the next run goes ahead
+    assert not (config.data_dir / "digest.lock.holder").exists()
+
+
+def test_two_processes_cannot_interleave(project: Project, shared_dumps: list[Path]) -> None:
+    import subprocess
+    import sys
+
+    for path in shared_dumps:
+        dated(project.drop(path))
+    script = ("import sys; from digest.cli import main; "
+              f"sys.exit(main(['run', '--config', {str(project.config_path)!r}]))")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr
+                else "") for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    for code, _, err in results:
+        if code == 2:
+            assert "digest.lock: held by digest run" in err
+    store = Store.open(project.config().store_path)
+    assert store.paper_count() == 318
+    issues = store.conn.execute("SELECT subscriber, sum(new_papers) FROM issues"
+                                " GROUP BY subscriber").fetchall()
+    store.close()
+    assert dict(issues) == {"ana": 318, "all": 318}

@@ -124,3 +124,14 @@ def test_corrupt_store_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=str(path)):
         Store.open(path)
+
+
+def test_a_sighting_without_upvotes_keeps_the_known_count(tmp_path: Path, clock: Clock) -> None:
+    store = Store.open(tmp_path / "s.db")
+    for i, upvotes in enumerate((250, None, 7, 300)):
+        paper = Paper(key="title:p", title="P", abstract="x", upvotes=upvotes)
+        store.ingest(ParsedDump(f"d{i}.txt", f"h{i}", "x", None, None, (paper,)), None, "run",
+                     clock())
+        (stored,) = store.papers_after(0, 99)
+        assert stored.upvotes == (250 if i < 3 else 300)
+    store.close()

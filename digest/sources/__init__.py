@@ -8,7 +8,7 @@ JSON, HTML and feed parsers join ``PARSERS`` beside the text-dump parser.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +22,8 @@ _MIN_CONFIDENCE = 0.5
 
 def decode(path: str, raw: bytes) -> str:
     """Bytes -> text: UTF-8 with or without BOM, line endings made LF."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(path, "UTF-16 text: save the page as UTF-8 and drop it again")
     if b"\x00" in raw[:4096]:
         raise InputError(path, "not a page dump: this is a binary file; remove it from the inbox")
     try:
@@ -49,18 +51,22 @@ def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
     return parsed
 
 
-def file_date(path: Path) -> date:
-    """The date a dump was saved (its modification time, UTC): resolves yearless dates."""
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
+def file_date(path: Path, zone: tzinfo | None = None) -> date:
+    """The day a dump was saved (its modification time, in ``zone`` or local time).
+
+    Yearless dates in the dump resolve against it.
+    """
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=zone).date()
 
 
-def read_dump(path: Path, *, today: date | None = None) -> ParsedDump:
+def read_dump(path: Path, *, today: date | None = None, zone: tzinfo | None = None) -> ParsedDump:
     """Read and parse one dump file."""
     try:
         raw = path.read_bytes()
+        day = today or file_date(path, zone)
     except OSError as exc:
         raise InputError(str(path), f"cannot read: {exc.strerror}") from None
-    return parse_text(str(path), decode(str(path), raw), today=today or file_date(path))
+    return parse_text(str(path), decode(str(path), raw), today=day)
 
 
 def inbox_files(inbox: Path) -> list[Path]:
@@ -70,10 +76,11 @@ def inbox_files(inbox: Path) -> list[Path]:
     return sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def iter_dumps(paths: Iterable[Path]) -> Iterator[ParsedDump | InputError]:
+def iter_dumps(paths: Iterable[Path],
+               zone: tzinfo | None = None) -> Iterator[ParsedDump | InputError]:
     """Parse each path in turn, yielding the error in place of a bad file so the rest go on."""
     for path in paths:
         try:
-            yield read_dump(path)
+            yield read_dump(path, zone=zone)
         except InputError as exc:
             yield exc
