@@ -83,6 +83,15 @@ def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
     return MarkdownSafe("".join(out).strip())
 
 
+_MD_URL_UNSAFE = {c: f"%{ord(c):02X}" for c in "[]()`\\*_!{}|"}
+
+
+def md_url(url: str) -> MarkdownSafe:
+    """An http(s) URL made inert for Markdown: characters that start Markdown syntax inside
+    an autolink (``[x](javascript:...)``, backticks, backslashes) are percent-encoded."""
+    return MarkdownSafe("".join(_MD_URL_UNSAFE.get(c, c) for c in url))
+
+
 def safe_url(url: str | None) -> str | None:
     """Only absolute http(s) URLs ever reach an href."""
     if url and re.match(r"^https?://[^\s<>\"']+$", url):
@@ -134,6 +143,7 @@ class Renderer:
                                         keep_trailing_newline=True))
         self.text.globals["highlight"] = highlight_md
         self.text.filters["raw"] = MarkdownSafe
+        self.text.filters["url"] = md_url
 
     def markdown(self, digest: Digest) -> str:
         """The Markdown digest."""

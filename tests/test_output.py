@@ -159,3 +159,20 @@ def test_operator_intro_is_rendered_from_markdown(project: Project, clock: Clock
     md, = folder.glob("*.md")
     assert "Reply to <em>the lab list</em> with questions." in html.read_text()
     assert "Reply to *the lab list* with questions." in md.read_text()
+
+
+def test_links_cannot_smuggle_markdown_into_the_markdown_digest(project: Project,
+                                                               clock: Clock) -> None:
+    abstract = ("We study links that try to break out. See https://example.com/[x](javascript:"
+                "alert(1)) and https://e.com/`code` and https://e.com/a\\\\b. " * 3)
+    (project.inbox / "links.txt").write_text(
+        "new\n\nGet trending papers in your email inbox!\n\nSubscribe\n\n"
+        f"A paper about links\n\n{abstract}\n")
+    run(project.config(), now=clock)
+    md, = (project.root / "data" / "digests" / "all").glob("*.md")
+    rendered = markdown.markdown(md.read_text(encoding="utf-8"))
+    assert dangers(rendered) == []
+    hrefs = re.findall(r'<a href="([^"]*)"', rendered)
+    assert hrefs and all(h.startswith("https://") for h in hrefs)
+    assert "<code>" not in rendered and rendered.count("<a ") == len(hrefs)
+    assert not any("<a" in inner for inner in re.findall(r"<a [^>]*>(.*?)</a>", rendered))

@@ -133,13 +133,15 @@ def test_truncated_last_entry_mid_abstract_warns_and_keeps(shared_dumps: list[Pa
     assert "truncated" in str(parsed.warnings[0])
 
 
-def test_truncated_after_a_title_keeps_the_title(shared_dumps: list[Path]) -> None:
+def test_cut_after_a_title_skips_that_title_with_a_warning(shared_dumps: list[Path]) -> None:
     text = shared_dumps[3].read_text(encoding="utf-8")
     lines = text.split("\n")
     parsed = parse_str("\n".join(lines[:-2]), "cut.txt")  # drop blank + last abstract
-    assert len(parsed.papers) == 104
-    assert parsed.papers[-1].abstract == ""
-    assert [w.line for w in parsed.warnings] == [len(lines) - 2]
+    assert len(parsed.papers) == 103  # the title may itself be cut: it waits for a full dump
+    assert [(w.line, "cut off" in w.message) for w in parsed.warnings] == [(len(lines) - 2,
+                                                                             True)]
+    half = parse_str("\n".join(lines[:-2])[:-20], "cut.txt")  # cut inside that title
+    assert [p.title for p in half.papers] == [p.title for p in parsed.papers]
 
 
 def test_truncated_metadata_entry_warns(shared_dumps: list[Path]) -> None:
@@ -215,3 +217,36 @@ def test_generated_dumps_round_trip(entries: list[tuple[str, int]]) -> None:
     parsed = parse_str(text)
     assert [p.title for p in parsed.papers] == [f"Paper {i} {t}".strip() if t else f"Paper {i}"
                                                for i, t in enumerate(titles)]
+
+
+@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("junk", ["Hugging Face", "Upvote", "Submitted by someone", "42"])
+def test_junk_in_the_page_header_is_skipped_with_a_warning(shared_dumps: list[Path], index: int,
+                                                           junk: str) -> None:
+    path = shared_dumps[index]
+    text = path.read_text(encoding="utf-8")
+    base = parse_str(text, path.name)
+    for at in (0, 1):  # before everything, and after the first header line
+        lines = text.split("\n")
+        lines.insert(at, junk)
+        parsed = parse_str("\n".join(lines), path.name)
+        assert [p.title for p in parsed.papers] == [p.title for p in base.papers], (junk, at)
+        assert parsed.page_date == base.page_date
+        assert [w.line for w in parsed.warnings] == [at + 1]
+
+
+@pytest.mark.parametrize("title", [
+    "U.S. vs. E.U. Rules for AI: A Comparison",
+    "Is Attention All You Need? No! Maybe? A Study",
+    "Mar 10",
+    "5 Authors Walk into a Lab",
+    "-",
+    "· Dots Everywhere",
+])
+@pytest.mark.parametrize("name", ["shape_blank.txt", "shape_meta.txt", "shape_compact.txt"])
+def test_odd_titles_are_kept_in_every_shape(name: str, title: str) -> None:
+    text = (DATA / name).read_text(encoding="utf-8").replace(
+        "Video Diffusion Models Without Tears", title)
+    parsed = parse_str(text, name, today=date(2026, 3, 10))
+    assert [p.title for p in parsed.papers][3] == title
+    assert len(parsed.papers) == 4 and not parsed.warnings

@@ -44,15 +44,18 @@ _MONTHS = {
     for name in names
 }
 _DATE = re.compile(
-    r"^(?P<month>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:,\s*(?P<year>\d{4}))?(?:\s+(?P<upvotes>\d+))?$"
+    r"^(?P<month>[A-Za-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:,\s*(?P<year>\d{4}))?"
+    r"(?:\s+(?P<upvotes>\d{1,7}))?$"
 )
-_AUTHORS = re.compile(r"^[•·]?\s*(?P<n>\d+)\s+authors?$", re.I)
-_SEPARATOR = {"·", "•", "-"}
+_AUTHORS = re.compile(r"^[•·]\s*(?P<n>\d{1,6})\s+authors?$", re.I)
+_SEPARATOR = {"·"}
 _URL = re.compile(r"https?:\s?//[^\s<>\"]+")
 _URL_TRAIL = ".,;:!?'\"}"
-# A line this long, or with several sentences, is an abstract, never a title.
+# A line this long, or this long with several sentences, is an abstract, never a title.
 _ABSTRACT_MIN_CHARS = 300
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_SENTENCES_MIN_CHARS = 100
+# The end of a sentence: a word (not an initial like "U.S.") then . ! or ? and a new sentence.
+_SENTENCE_END = re.compile(r"[a-z0-9)]{2}[.!?](?:\s+[A-Z(\d]|$)")
 
 
 @dataclass(slots=True)
@@ -62,6 +65,7 @@ class _Meta:
     published: date | None = None
     upvotes: int | None = None
     seen: bool = False
+    kinds: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -132,7 +136,8 @@ def extract_links(text: str) -> tuple[str, ...]:
 
 
 def _looks_like_abstract(text: str) -> bool:
-    return len(text) >= _ABSTRACT_MIN_CHARS or len(_SENTENCE_END.findall(text)) >= 3
+    return len(text) >= _ABSTRACT_MIN_CHARS or (
+        len(text) >= _SENTENCES_MIN_CHARS and len(_SENTENCE_END.findall(text)) >= 2)
 
 
 def _glued(line: str) -> bool:
@@ -167,6 +172,7 @@ class _Parser:
         self.drafts: list[_Draft] = []
         self.page_date: date | None = None
         self.page_date_raw: str | None = None
+        self.has_meta = False
 
     def warn(self, line: int, message: str) -> None:
         self.warnings.append(ParseWarning(self.path, line, message))
@@ -185,8 +191,15 @@ class _Parser:
             if parsed is not None:
                 self.page_date, self.page_date_raw = parsed[0], line
                 continue
+            if self.header_goes_on(i):  # e.g. site navigation copied along with the page
+                self.warn(i + 1, f"unrecognised line {line[:60]!r} in the page header; skipped")
+                continue
             return i
         return len(self.lines)
+
+    def header_goes_on(self, i: int) -> bool:
+        """Is there a page-header line shortly below line index ``i``?"""
+        return any(x and (_is_header(x) or _glued(x)) for x in self.lines[i + 1:i + 12])
 
     def body(self, start: int) -> None:
         group: list[tuple[int, str]] = []
@@ -196,6 +209,9 @@ class _Parser:
             if not line:
                 continue
             kind = self.meta_kind(line)
+            if kind in ("date", "junk") and not group and (
+                    owner is None or kind in owner.meta.kinds):
+                kind = None  # a date closes a block: a date-like line after it is a title
             if kind is None:
                 group.append((lineno, line))
                 owner = None
@@ -210,10 +226,14 @@ class _Parser:
                                   "before it; skipped")
                 continue
             self.apply_meta(owner, kind, line, lineno)
+            if kind == "date":
+                owner = None  # the block is complete
         if group:
-            self.pair(group)
+            self.pair(group, at_end=True)
 
     def meta_kind(self, line: str) -> str | None:
+        if not self.has_meta:  # only the with-metadata layout has metadata lines
+            return None
         if line in _SEPARATOR:
             return "sep"
         if _AUTHORS.match(line):
@@ -226,6 +246,7 @@ class _Parser:
 
     def apply_meta(self, draft: _Draft, kind: str, line: str, lineno: int) -> None:
         draft.meta.seen = True
+        draft.meta.kinds.add(kind)
         if kind == "authors":
             m = _AUTHORS.match(line)
             assert m is not None
@@ -240,8 +261,15 @@ class _Parser:
         elif kind == "junk":
             self.warn(lineno, f"unrecognised line {line[:60]!r}: skipped")
 
-    def pair(self, group: list[tuple[int, str]]) -> None:
-        """Pair title and abstract lines by position, skipping lines that break the rhythm."""
+    def pair(self, group: list[tuple[int, str]], at_end: bool = False) -> None:
+        """Pair title and abstract lines by position, skipping lines that break the rhythm.
+
+        In the with-metadata layout a title and abstract framed by metadata are taken as they
+        are; elsewhere length and sentences break ties when a stray line would shift pairs.
+        """
+        if self.has_meta and len(group) == 2:
+            self.drafts.append(_Draft(group[0][1], group[0][0], group[1][1], group[1][0]))
+            return
         i, n = 0, len(group)
         while i < n:
             lineno, cur = group[i]
@@ -249,10 +277,14 @@ class _Parser:
                 self.warn(lineno, f"unrecognised line: text with no title before it "
                                   f"({cur[:50]!r}...); skipped")
                 i += 1
+            elif i + 1 >= n and at_end:
+                self.warn(lineno, f"the last entry {cur[:60]!r} has no abstract: the file looks "
+                                  "cut off here, so its title may be too; skipped (it is read "
+                                  "again when a complete dump arrives)")
+                i += 1
             elif i + 1 >= n:
                 self.drafts.append(_Draft(cur, lineno))
-                self.warn(lineno, "entry has a title but no abstract (truncated?); kept "
-                                  "without an abstract")
+                self.warn(lineno, "entry has a title but no abstract; kept without one")
                 i += 1
             elif not _looks_like_abstract(group[i + 1][1]) and i + 2 < n \
                     and _looks_like_abstract(group[i + 2][1]):
@@ -298,9 +330,9 @@ def parse(path: str, text: str, *, today: date) -> ParsedDump:
     p = _Parser(path, text, today)
     start = p.header()
     body_lines = p.lines[start:]
-    has_meta = any(p.meta_kind(x) in ("authors", "sep") for x in body_lines if x)
+    p.has_meta = any(x in _SEPARATOR or _AUTHORS.match(x) for x in body_lines if x)
     has_blank = any(not x for x in body_lines[:-1])
-    shape = "with-metadata" if has_meta else "blank-separated" if has_blank else "compact"
+    shape = "with-metadata" if p.has_meta else "blank-separated" if has_blank else "compact"
     p.body(start)
     papers = p.finish(shape)
     return ParsedDump(
