@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -203,15 +206,20 @@ def parse_cmd(dumps: tuple[Path, ...], as_json: bool, today: Any) -> None:
 
 def _keyword(text: str) -> Keyword:
     term, sep, weight = text.rpartition("^")
+    value = 1.0
     if sep and term.strip():
         try:
             value = float(weight)
         except ValueError:
             raise UsageError(f"-k {text!r}: the weight after ^ must be a number") from None
-        if value <= 0:
-            raise UsageError(f"-k {text!r}: the weight must be above 0 (use -x to exclude)")
-        return Keyword(term.strip(), value)
-    return Keyword(text.strip())
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"-k {text!r}: the weight must be a number above 0 "
+                             "(use -x to exclude)")
+    else:
+        term = text
+    if not re.search(r"\w", term):
+        raise UsageError(f"-k {text!r}: a keyword needs letters or digits")
+    return Keyword(" ".join(term.split()), value)
 
 
 def _ranked_json(r: Ranked) -> dict[str, Any]:
@@ -255,6 +263,8 @@ def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str |
             profile = config.subscribers[0]
         else:
             profile = config.subscriber(subscriber)
+        if excludes:  # -x adds to the subscriber's own excludes
+            profile = replace(profile, exclude=profile.exclude + tuple(map(_keyword, excludes)))
     else:
         raise UsageError("give keywords with -k TERM (repeatable) or --config PATH")
     parsed, errors = _parse_all(dumps, today.date() if today else None)

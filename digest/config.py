@@ -7,6 +7,7 @@ table would silently change ranking) and come with the closest valid key.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -156,7 +157,8 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
                 check.add("subscribers", index, key, "a keyword table needs term = \"...\"",
                           suffix)
                 continue
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+                    math.isfinite(weight) and weight > 0):
                 check.add("subscribers", index, key,
                           f"weight must be a number above 0, got {_describe(weight)} "
                           "(put unwanted words in exclude)", suffix)
@@ -202,6 +204,10 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         check.add("subscribers", index, "email", f"{email!r} is not an e-mail address")
     min_score = _typed(check, "subscribers", index, data, "min_score", (int, float), 0.0,
                        "a number")
+    if not math.isfinite(min_score) or min_score < 0:
+        check.add("subscribers", index, "min_score", f"must be a number of 0 or more, got "
+                  f"{min_score!r}")
+        min_score = 0.0
     max_items = _typed(check, "subscribers", index, data, "max_items", int, 20, "an integer")
     if max_items < 1:
         check.add("subscribers", index, "max_items", f"must be at least 1, got {max_items}")

@@ -123,9 +123,13 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
                     rendered: Rendered) -> Rendered:
     digest = rendered.digest
-    stem = f"{digest.generated_at:%Y-%m-%d}-{digest.number:03d}"
+    stem = f"{digest.number:04d}-{digest.generated_at:%Y-%m-%d}"
     folder = config.digests_dir / digest.profile.name
     md_path, html_path = folder / f"{stem}.md", folder / f"{stem}.html"
+    if folder.is_dir():  # files of this issue number that a crash left unrecorded
+        for stale in folder.glob(f"{digest.number:04d}-*"):
+            if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
+                stale.unlink()
     atomic_write(md_path, rendered.markdown.encode("utf-8"))
     atomic_write(html_path, rendered.html.encode("utf-8"))
     checkpoint("run:after-render")
@@ -170,6 +174,7 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report.warn(f"{config.inbox}: warning: the inbox folder does not exist; "
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = Renderer(config.templates)
+    renderer.check()  # a broken template is reported before anything is ingested
     with exclusive(config.data_dir, "run"):
         _run_locked(config, renderer, now, extra, report)
     return report
@@ -213,12 +218,13 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     if subscriber is not None:
         config.subscriber(subscriber)  # a clear error for an unknown name
     report = report or RunReport()
+    renderer = Renderer(config.templates)
+    renderer.check()
     store = Store.snapshot(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
-        rendered = make_digests(store, config, Renderer(config.templates), now,
-                                only=subscriber, persist=False)
+        rendered = make_digests(store, config, renderer, now, only=subscriber, persist=False)
     finally:
         store.close()
     return report, rendered

@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import markdown
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+)
 from markupsafe import Markup, escape
 
+from .errors import ConfigError
 from .models import Digest, Keyword, Ranked
 from .rank import highlight_spans
 
@@ -133,8 +141,8 @@ class Renderer:
     """Jinja2 environments over the user's template folder, then the bundled one."""
 
     def __init__(self, override: Path | None = None) -> None:
-        folders = [str(override)] if override else []
-        loader = ChoiceLoader([FileSystemLoader([*folders, str(bundled_templates())])])
+        self.folders = [*([str(override)] if override else []), str(bundled_templates())]
+        loader = ChoiceLoader([FileSystemLoader(self.folders)])
         self.html = _common(Environment(loader=loader, autoescape=True,
                                         undefined=StrictUndefined))
         self.html.globals["highlight"] = highlight_html
@@ -145,18 +153,42 @@ class Renderer:
         self.text.filters["raw"] = MarkdownSafe
         self.text.filters["url"] = md_url
 
+    TEMPLATES = ("digest.md.j2", "digest.html.j2", "feed_entry.html.j2")
+
+    def check(self) -> None:
+        """Compile every template now, so a syntax error stops a run before it starts."""
+        for name in self.TEMPLATES:
+            self._render(self.text if name.endswith(".md.j2") else self.html, name, None)
+
+    def _render(self, env: Environment, name: str, context: dict[str, Any] | None) -> str:
+        try:
+            template = env.get_template(name)
+            return "" if context is None else template.render(context)
+        except TemplateSyntaxError as exc:
+            where = exc.filename or name
+            raise ConfigError(where, [f"{exc.lineno}: template error: {exc.message}"]) from None
+        except TemplateError as exc:
+            where = self._where(name)
+            raise ConfigError(where, [f"template error: {exc} (key [digest].templates)"]) from None
+
+    def _where(self, name: str) -> str:
+        for folder in self.folders:
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+        return name
+
     def markdown(self, digest: Digest) -> str:
         """The Markdown digest."""
-        return self.text.get_template("digest.md.j2").render(self._context(digest))
+        return self._render(self.text, "digest.md.j2", self._context(digest))
 
     def html_page(self, digest: Digest) -> str:
         """The HTML digest (a standalone page, e-mail friendly)."""
-        return self.html.get_template("digest.html.j2").render(self._context(digest))
+        return self._render(self.html, "digest.html.j2", self._context(digest))
 
     def feed_entry(self, item: Ranked, keywords: Sequence[Keyword]) -> str:
         """The HTML content of one Atom entry."""
-        return self.html.get_template("feed_entry.html.j2").render(
-            item=item, keywords=keywords)
+        return self._render(self.html, "feed_entry.html.j2",
+                            {"item": item, "keywords": keywords})
 
     @staticmethod
     def _context(digest: Digest) -> dict[str, Any]:

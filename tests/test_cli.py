@@ -98,7 +98,7 @@ def test_rank_with_a_config_subscriber(project: Project, capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(("args", "message"), [
     (["rank", str(DATA / "shape_blank.txt")], "give keywords with -k TERM"),
-    (["rank", str(DATA / "shape_blank.txt"), "-k", "x^0"], "weight must be above 0"),
+    (["rank", str(DATA / "shape_blank.txt"), "-k", "x^0"], "weight must be a number above 0"),
     (["parse", str(DATA / "not_a_dump.txt")], "not_a_dump.txt: not a page dump"),
     (["frobnicate"], "No such command"),
 ])
@@ -198,3 +198,55 @@ def test_missing_inbox_is_a_warning(project: Project, capsys: pytest.CaptureFixt
     code, out, err = digest(capsys, "run", "--config", str(project.config_path))
     assert code == 0 and "0 new papers" in out
     assert "the inbox folder does not exist" in err and "[digest].inbox" in err
+
+
+@pytest.mark.parametrize("kw", ["CLIP^inf", "CLIP^nan", "", "  ", "^^", "x^-1"])
+def test_bad_keywords_on_the_command_line(capsys: pytest.CaptureFixture[str], kw: str) -> None:
+    code, out, err = digest(capsys, "rank", str(DATA / "shape_blank.txt"), "-k", kw, "--json")
+    assert code == 2 and out == "" and f"-k {kw!r}" in err
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("keywords = [{ term = \"x\", weight = nan }]", "weight must be a number above 0"),
+    ("keywords = [{ term = \"x\", weight = inf }]", "weight must be a number above 0"),
+    ("min_score = nan", "min_score: must be a number of 0 or more"),
+])
+def test_non_finite_numbers_in_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      line: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[subscribers]]\nname = "a"\n{line}\n')
+    code, _, err = digest(capsys, "run", "--config", str(path))
+    assert code == 2 and message in err
+
+
+def test_rank_config_subscriber_plus_extra_excludes(project: Project,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   shared_dumps: list[Path]) -> None:
+    args = ["rank", str(shared_dumps[0]), "--config", str(project.config_path),
+            "--subscriber", "ana", "--json"]
+    code, out, _ = digest(capsys, *args)
+    before = json.loads(out)
+    assert any(m["term"] == "CLIP" for r in before for m in r["matches"])
+    code, out, _ = digest(capsys, *args, "-x", "CLIP")
+    after = json.loads(out)
+    assert code == 0 and 0 < len(after) < len(before)
+    assert not any(m["term"] == "CLIP" for r in after for m in r["matches"])
+
+
+def test_template_errors_stop_the_run_before_ingest(project: Project,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    custom = project.root / "tpl"
+    custom.mkdir()
+    project.write_config("[[subscribers]]\nname = \"all\"\n", extra='templates = "tpl"')
+    dated(project.drop(DATA / "shape_blank.txt"))
+    (custom / "digest.md.j2").write_text("line one\n{% if %}\n")
+    code, _, err = digest(capsys, "run", "--config", str(project.config_path))
+    assert code == 2 and f"{custom / 'digest.md.j2'}:2: template error" in err
+    assert err.count("\n") == 1 and not (project.root / "data" / "digest.sqlite3").exists()
+    (custom / "digest.md.j2").write_text("{{ digest.nope.deeper }}\n")
+    code, _, err = digest(capsys, "run", "--config", str(project.config_path))
+    assert code == 2 and f"{custom / 'digest.md.j2'}: template error" in err
+    assert "Traceback" not in err and "internal error" not in err
+    (custom / "digest.md.j2").unlink()
+    code, out, _ = digest(capsys, "run", "--config", str(project.config_path))
+    assert code == 0 and "digest for all: issue 1, 4 new papers" in out  # nothing was lost

@@ -219,3 +219,18 @@ def test_two_processes_cannot_interleave(project: Project, shared_dumps: list[Pa
                                 " GROUP BY subscriber").fetchall()
     store.close()
     assert dict(issues) == {"ana": 318, "all": 318}
+
+
+def test_crash_after_render_leaves_no_second_copy(project: Project, clock: Clock,
+                                                  shared_dumps: list[Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    dated(project.drop(shared_dumps[1]))
+    clock.now = clock.now.replace(hour=23, minute=59)
+    monkeypatch.setenv("DIGEST_FAULT", "run:after-render")
+    with pytest.raises(InjectedFault):
+        run(project.config(), now=clock)
+    monkeypatch.delenv("DIGEST_FAULT")
+    clock.tick(0.1)  # past midnight: the re-made issue carries another date
+    run(project.config(), now=clock)
+    assert [p.name for p in digest_files(project, "all")] == ["0001-2026-11-24.md"]
+    assert [p.name for p in digest_files(project, "all", "html")] == ["0001-2026-11-24.html"]
