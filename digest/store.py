@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,17 +210,24 @@ class Store:
         Used by preview: the whole pipeline runs against the copy and nothing reaches disk.
         """
         memory = sqlite3.connect(":memory:", isolation_level=None)
-        if path.exists():
-            # immutable=1 reads the file without creating -wal/-shm files; when a WAL exists
-            # (another process has it open) read through it so recent commits are seen.
-            wal = path.with_name(path.name + "-wal").exists()
-            uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
-            try:
-                source = sqlite3.connect(uri, uri=True)
+        wal = path.with_name(path.name + "-wal")
+        try:
+            if path.exists() and wal.exists():
+                # Reading through a WAL touches its -shm file: read a private copy instead.
+                with tempfile.TemporaryDirectory(prefix="digest-preview-") as tmp:
+                    copy = Path(tmp) / path.name
+                    shutil.copyfile(path, copy)
+                    shutil.copyfile(wal, Path(tmp) / wal.name)
+                    source = sqlite3.connect(copy)
+                    source.backup(memory)
+                    source.close()
+            elif path.exists():  # immutable=1: read without creating -wal or -shm files
+                source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+                                         uri=True)
                 source.backup(memory)
                 source.close()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{path}: cannot read the store: {exc}") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot read the store: {exc}") from None
         memory.execute("PRAGMA foreign_keys=ON")
         store = cls(memory, str(path))
         store._migrate()

@@ -234,3 +234,20 @@ def test_crash_after_render_leaves_no_second_copy(project: Project, clock: Clock
     run(project.config(), now=clock)
     assert [p.name for p in digest_files(project, "all")] == ["0001-2026-11-24.md"]
     assert [p.name for p in digest_files(project, "all", "html")] == ["0001-2026-11-24.html"]
+
+
+def test_preview_leaves_a_live_wal_alone(project: Project, clock: Clock,
+                                         shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[0]))
+    run(project.config(), now=clock)
+    holder = Store.open(project.config().store_path)  # another process mid-run keeps a WAL
+    holder.conn.execute("BEGIN IMMEDIATE")
+    holder.conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+    holder.conn.execute("COMMIT")
+    dated(project.drop(shared_dumps[1]))
+    before = tree_state(project.root)
+    assert any(name.endswith("-wal") for name in before)
+    _, rendered = preview(project.config(), now=clock)
+    assert [r.digest.new_count for r in rendered] == [13, 13]
+    assert tree_state(project.root) == before
+    holder.close()
