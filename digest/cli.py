@@ -7,9 +7,9 @@ import math
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +84,51 @@ def _finish(report: RunReport) -> None:
         raise SystemExit(2)
 
 
+def _progress() -> Callable[[str], None]:
+    """Sending progress: one updating line on a terminal, plain log lines otherwise."""
+    if sys.stderr.isatty():
+        def show(line: str) -> None:
+            click.echo(f"\r\x1b[2K{line}", err=True, nl=line.startswith(("failed", "will")))
+        return show
+    return lambda line: click.echo(
+        f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} digest: {line}", err=True)
+
+
+def _delivery_dict(report: Any) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {"sent": len(report.sent), "retrying": [e for _, e in report.retrying],
+            "failed": [e for _, e in report.failed], "not_due": report.not_due}
+
+
+def _print_delivery(report: Any) -> None:
+    if report is None:
+        return
+    if sys.stderr.isatty() and report.sent:
+        click.echo("", err=True)  # end the progress line
+    click.echo(f"e-mail: {len(report.sent)} sent, {len(report.retrying)} to retry, "
+               f"{len(report.failed)} failed" + (f", {report.not_due} waiting to retry later"
+                                                 if report.not_due else ""))
+
+
 @cli.command("run")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def run_cmd(config_path: str | None, as_json: bool) -> None:
-    """Ingest new dumps from the inbox, write each subscriber's digest, update feeds."""
+@click.option("--no-send", is_flag=True, help="Queue e-mail but do not send it now.")
+def run_cmd(config_path: str | None, as_json: bool, no_send: bool) -> None:
+    """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail."""
     from .pipeline import run
 
-    report = run(_config(config_path), report=_live_report())
+    report = run(_config(config_path), report=_live_report(), send=not no_send,
+                 progress=_progress())
     if as_json:
-        click.echo(json.dumps(_report_dict(report), indent=2))
+        click.echo(json.dumps({**_report_dict(report),
+                               "email": _delivery_dict(report.delivery)}, indent=2))
         _finish(report)
         return
-    if not report.changed:
+    if not report.changed and not (report.delivery and (report.delivery.sent or
+                                                        report.delivery.retrying or
+                                                        report.delivery.failed)):
         click.echo("Nothing new: no new dumps in the inbox and no papers waiting for a "
                    "digest. Nothing changed.")
         if report.dumps_duplicate:
@@ -111,14 +143,16 @@ def run_cmd(config_path: str | None, as_json: bool) -> None:
                    f"{d['matched']} matches -> {_shown(str(d['markdown']))} (.html beside it)")
     click.echo(f"feeds: {len(report.feeds_written)} updated, {len(report.feeds_unchanged)} "
                "unchanged")
+    _print_delivery(report.delivery)
     _finish(report)
 
 
 @cli.command("preview")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--subscriber", metavar="NAME", help="Only this subscriber's digest.")
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md",
-              show_default=True, help="md prints Markdown; html writes a temporary file.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "eml"]), default="md",
+              show_default=True,
+              help="md prints Markdown; html and eml (the e-mail) write a temporary file.")
 @click.argument("dumps", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
                 dumps: tuple[Path, ...]) -> None:
@@ -136,15 +170,22 @@ def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
         click.echo(f"Nothing new for {who}: the next digest would be empty.", err=True)
         _finish(report)
         return
+    if fmt == "eml" and config.smtp is None:
+        raise UsageError("--format eml needs an [smtp] table in the config (see README, E-mail)")
     for item in rendered:
         if fmt == "md":
             click.echo(item.markdown)
-        else:
-            with tempfile.NamedTemporaryFile(
-                    "w", encoding="utf-8", suffix=".html", delete=False,
-                    prefix=f"digest-preview-{item.digest.profile.name}-") as handle:
-                handle.write(item.html)
-            click.echo(handle.name)
+            continue
+        if fmt == "eml" and item.mail is None:
+            click.echo(f"{item.digest.profile.name} gets no e-mail (no address, mail = false, "
+                       "or unsubscribed)", err=True)
+            continue
+        data = item.mail.raw if fmt == "eml" and item.mail else item.html.encode("utf-8")
+        with tempfile.NamedTemporaryFile(
+                "wb", suffix=f".{fmt}", delete=False,
+                prefix=f"digest-preview-{item.digest.profile.name}-") as handle:
+            handle.write(data)
+        click.echo(handle.name)
     _finish(report)
 
 
@@ -303,6 +344,119 @@ def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) 
         click.echo(f"{report.new_papers} new papers; the store now holds "
                    f"{report.total_papers}.")
     _finish(report)
+
+
+@cli.command("send")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--dry-run", is_flag=True,
+              help="Write pending messages as .eml files under <data_dir>/outbox; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def send_cmd(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+    """Deliver every pending e-mail now (retries included, whatever their back-off)."""
+    from .pipeline import send_pending
+
+    report, written = send_pending(_config(config_path), dry_run=dry_run, progress=_progress())
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps({"written": [str(p) for p in written]}, indent=2))
+        else:
+            for path in written:
+                click.echo(f"wrote {_shown(str(path))}")
+            click.echo(f"{len(written)} pending message(s) written; nothing sent or marked")
+        return
+    if as_json:
+        click.echo(json.dumps(_delivery_dict(report), indent=2))
+    else:
+        _print_delivery(report)
+    if report.retrying:
+        raise SystemExit(1)
+
+
+@cli.command("status")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status_cmd(config_path: str | None, as_json: bool) -> None:
+    """Subscribers, their last digest, and e-mail waiting or failed."""
+    from .store import Store
+
+    config = _config(config_path)
+    store = Store.snapshot(config.store_path)
+    try:
+        known = {name: (issue, at, unsub) for name, issue, at, unsub in store.subscriber_rows()}
+        deliveries = store.deliveries(("pending", "failed"))
+    finally:
+        store.close()
+    subs = []
+    for p in config.subscribers:
+        issue, at, unsub = known.get(p.name, (0, None, None))
+        mail = ("unsubscribed" if unsub else "on" if p.email and p.mail and config.smtp
+                else "off")
+        subs.append({"name": p.name, "email": p.email, "mail": mail, "last_issue": issue,
+                     "last_digest_at": at, "unsubscribed_at": unsub})
+    rows = [{"subscriber": d.subscriber, "issue": d.issue, "status": d.status,
+             "recipient": d.recipient, "attempts": d.attempts, "last_error": d.last_error,
+             "next_attempt_at": d.next_attempt_at.isoformat(timespec="seconds")}
+            for d in deliveries]
+    if as_json:
+        click.echo(json.dumps({"subscribers": subs, "deliveries": rows}, indent=2))
+        return
+    click.echo("subscribers:")
+    for s in subs:
+        last = f"issue {s['last_issue']} at {s['last_digest_at']}" if s["last_issue"] else \
+            "no digest yet"
+        click.echo(f"  {s['name']:<16} {s['email'] or '-':<28} mail {s['mail']:<13} {last}")
+    pending = sum(1 for r in rows if r["status"] == "pending")
+    click.echo(f"e-mail: {pending} pending, {len(rows) - pending} failed")
+    for r in rows:
+        when = f", next try {r['next_attempt_at']}" if r["status"] == "pending" else ""
+        click.echo(f"  {r['status']:<8} {r['subscriber']} issue {r['issue']} to {r['recipient']}"
+                   f" ({r['attempts']} attempt(s){when}): {r['last_error'] or '-'}")
+
+
+def _by_email(config: Any, email: str) -> str:
+    for p in config.subscribers:
+        if p.email and p.email.casefold() == email.casefold():
+            return str(p.name)
+    raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
+                     "are added there, under [[subscribers]]")
+
+
+@cli.command("unsubscribe")
+@click.argument("email")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+def unsubscribe_cmd(email: str, config_path: str | None) -> None:
+    """Stop e-mail to EMAIL (their history, feed and digests stay)."""
+    from .lock import exclusive
+    from .store import Store
+
+    config = _config(config_path)
+    name = _by_email(config, email)
+    with exclusive(config.data_dir, "unsubscribe"):
+        store = Store.open(config.store_path)
+        try:
+            store.set_unsubscribed(name, datetime.now(UTC))
+        finally:
+            store.close()
+    click.echo(f"{name} <{email}> is unsubscribed: no more e-mail (pending mail cancelled)")
+
+
+@cli.command("subscribe")
+@click.argument("email")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+def subscribe_cmd(email: str, config_path: str | None) -> None:
+    """Resume e-mail to EMAIL, a subscriber in the config who had unsubscribed."""
+    from .lock import exclusive
+    from .store import Store
+
+    config = _config(config_path)
+    name = _by_email(config, email)
+    with exclusive(config.data_dir, "subscribe"):
+        store = Store.open(config.store_path)
+        try:
+            store.set_unsubscribed(name, None)
+        finally:
+            store.close()
+    click.echo(f"{name} <{email}> gets e-mail again from the next digest")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

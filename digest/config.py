@@ -26,6 +26,53 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 
+class Secret:
+    """A secret read from the environment; it never shows in a repr, a log or an error."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """How to reach the SMTP server; the password comes from the environment only."""
+
+    host: str
+    port: int
+    security: str  # "starttls", "ssl" or "none"
+    sender: str
+    username: str | None = None
+    password_env: str | None = None
+    reply_to: str | None = None
+    max_per_minute: int = 0  # 0: no limit
+    timeout: float = 30.0
+    ca_file: Path | None = None
+    unsubscribe_mailto: str | None = None
+    config_path: str = ""
+
+    def password(self) -> Secret | None:
+        """The password from $password_env (ConfigError when the variable is not set)."""
+        if not self.password_env:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(self.config_path, [
+                f"[smtp].password_env: the environment variable {self.password_env} is not "
+                "set; export it (the password never goes in the config file)"])
+        return Secret(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole checked configuration."""
@@ -42,6 +89,7 @@ class Config:
     timezone: str
     subscribers: tuple[Profile, ...]
     intro: str = ""
+    smtp: SmtpConfig | None = None
 
     @property
     def store_path(self) -> Path:
@@ -178,8 +226,12 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
 
 _DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
                 "also_new", "templates", "timezone", "intro")
-_SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed")
-_TOP_KEYS = ("digest", "subscribers")
+_SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed",
+                    "mail")
+_SMTP_KEYS = ("host", "port", "security", "username", "password_env", "from", "reply_to",
+              "max_per_minute", "timeout", "ca_file", "unsubscribe_mailto")
+_TOP_KEYS = ("digest", "subscribers", "smtp")
+_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
 def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Profile | None:
@@ -216,11 +268,71 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         exclude=_keywords(check, index, data, "exclude"), min_score=float(min_score),
         max_items=max(1, max_items),
         feed=_typed(check, "subscribers", index, data, "feed", bool, True, "true or false"),
+        mail=_typed(check, "subscribers", index, data, "mail", bool, True, "true or false"),
     )
 
 
-def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str) -> Path:
-    value: str = _typed(check, "digest", None, data, key, str, default, "a path (string)")
+def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        check.add("", None, "smtp", "expected an [smtp] table")
+        return None
+    check.unknown("smtp", None, {k: v for k, v in data.items() if k != "password"}, _SMTP_KEYS)
+
+    def text(key: str, what: str = "a string") -> str | None:
+        value: str | None = _typed(check, "smtp", None, data, key, str, None, what)
+        return value
+
+    host = text("host", "a host name")
+    sender = text("from", "an e-mail address")
+    for key, value in (("host", host), ("from", sender)):
+        if value is None and key not in data:
+            check.add("smtp", None, key, "missing: e-mail delivery needs it")
+    for key in ("from", "reply_to", "unsubscribe_mailto"):
+        value = text(key, "an e-mail address")
+        if value is not None and not _EMAIL.match(value):
+            check.add("smtp", None, key, f"{value!r} is not an e-mail address")
+    security = text("security") or "starttls"
+    if security not in _DEFAULT_PORTS:
+        close = difflib.get_close_matches(security, tuple(_DEFAULT_PORTS), n=1)
+        check.add("smtp", None, "security", f"must be starttls, ssl or none, got {security!r}"
+                  + (f"; did you mean {close[0]!r}?" if close else ""))
+        security = "starttls"
+    port = _typed(check, "smtp", None, data, "port", int, _DEFAULT_PORTS[security], "an integer")
+    if not 0 < port < 65536:
+        check.add("smtp", None, "port", f"must be 1 to 65535, got {port}")
+    rate = _typed(check, "smtp", None, data, "max_per_minute", int, 0, "an integer")
+    if rate < 0:
+        check.add("smtp", None, "max_per_minute", f"must be 0 (no limit) or more, got {rate}")
+    timeout = _typed(check, "smtp", None, data, "timeout", (int, float), 30.0, "a number")
+    if not (math.isfinite(timeout) and timeout > 0):
+        check.add("smtp", None, "timeout", f"must be a number of seconds above 0, got {timeout}")
+        timeout = 30.0
+    if "password" in data:
+        check.add("smtp", None, "password", "never put the password in the config file: "
+                  "set password_env = \"NAME\" and export NAME in the environment")
+    password_env = text("password_env", "the name of an environment variable")
+    username = text("username")
+    if password_env and not username:
+        check.add("smtp", None, "username", "missing: a password needs a user name")
+    ca_file = None
+    if "ca_file" in data:
+        ca_file = _path(base, check, data, "ca_file", "", table="smtp")
+        if not ca_file.is_file():
+            check.add("smtp", None, "ca_file", f"{ca_file} is not a file")
+    if host is None or sender is None:
+        return None
+    return SmtpConfig(
+        host=host, port=port, security=security, sender=sender, username=username,
+        password_env=password_env, reply_to=text("reply_to"), max_per_minute=max(0, rate),
+        timeout=float(timeout), ca_file=ca_file,
+        unsubscribe_mailto=text("unsubscribe_mailto"), config_path=str(path))
+
+
+def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str,
+          table: str = "digest") -> Path:
+    value: str = _typed(check, table, None, data, key, str, default, "a path (string)")
     return (base / os.path.expanduser(value)).resolve()
 
 
@@ -282,6 +394,7 @@ def parse_config(path: Path, text: str) -> Config:
         site_url=site_url, feed_size=max(1, feed_size), also_new=max(0, also_new),
         templates=templates, timezone=timezone,
         intro=_typed(check, "digest", None, digest, "intro", str, "", "a string (Markdown)"),
+        smtp=_smtp(base, path, check, raw.get("smtp")),
         subscribers=tuple(s for s in subscribers if s is not None),
     )
     if check.problems:

@@ -6,6 +6,7 @@
     ├── InputError              a file that is not a page dump          (exit 2)
     ├── LockedError             another digest holds the data folder    (exit 2)
     ├── StoreError              the SQLite store cannot be used         (exit 1)
+    ├── DeliveryError           the SMTP server refused us (auth, TLS)   (exit 1)
     └── OutputError             a digest or feed cannot be written      (exit 1)
 
 Anything else that escapes is a bug and keeps its traceback.
@@ -60,6 +61,10 @@ class LockedError(DigestError):
 
 class StoreError(DigestError):
     """The SQLite store is unusable (locked, corrupt, from a newer digest)."""
+
+
+class DeliveryError(DigestError):
+    """Sending stopped: the SMTP server cannot be used as configured (nothing was marked)."""
 
 
 class OutputError(DigestError):

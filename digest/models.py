@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class Profile:
     min_score: float = 0.0
     max_items: int = 20
     feed: bool = True
+    mail: bool = True  # e-mail this subscriber's digests (when [smtp] is configured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class RunReport:
     feeds_written: list[str] = field(default_factory=list)
     feeds_unchanged: list[str] = field(default_factory=list)
     sink: Callable[[str], None] | None = None
+    delivery: Any = None  # send.SendReport when e-mail went out
 
     def warn(self, message: str) -> None:
         """Record a warning (``file:line: warning: ...``)."""

@@ -7,24 +7,29 @@ does the same against an in-memory copy of the store and writes nothing.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from email.policy import SMTP
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from .config import Config
-from .errors import InputError
+from .config import Config, SmtpConfig
+from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
 from .lock import exclusive
+from .mail import build_message, unsubscribe_for
 from .models import Digest, Paper, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
+from .send import SendReport, deliver
 from .sources import inbox_files, iter_dumps
-from .store import Cursor, Store
+from .store import Cursor, Outgoing, Store
+from .tokens import load_secret, sign
 
 Clock = Callable[[], datetime]
 
@@ -42,6 +47,40 @@ class Rendered:
     markdown: str
     html: str
     paths: tuple[str, str] | None = None  # where run wrote it (.md, .html); None in preview
+    mail: Outgoing | None = None  # the e-mail queued for it, when it goes out by e-mail
+
+
+@dataclass(frozen=True, slots=True)
+class MailContext:
+    """What making e-mails needs: the SMTP settings, the token key, who opted out."""
+
+    smtp: SmtpConfig
+    secret: bytes
+    list_host: str
+    unsubscribed: frozenset[str]
+
+    @classmethod
+    def of(cls, config: Config, store: Store, *, create_secret: bool = True) -> MailContext | None:
+        """None when e-mail is not configured."""
+        if config.smtp is None:
+            return None
+        secret = load_secret(config.data_dir, create=create_secret) or secrets.token_bytes(32)
+        host = urlsplit(config.site_url).hostname if config.site_url else None
+        return cls(config.smtp, secret, host or config.smtp.sender.rpartition("@")[2],
+                   frozenset(store.unsubscribed()))
+
+    def message(self, config: Config, renderer: Renderer, digest: Digest) -> Outgoing | None:
+        """The e-mail of one digest, or None when this subscriber gets no mail."""
+        profile = digest.profile
+        if not (profile.email and profile.mail) or profile.name in self.unsubscribed:
+            return None
+        unsub = unsubscribe_for(config.site_url, self.smtp.unsubscribe_mailto, profile.name,
+                                sign(self.secret, "unsubscribe", profile.name))
+        link = unsub.url or unsub.mailto
+        msg = build_message(digest, renderer.markdown(digest, link),
+                            renderer.html_page(digest, link), self.smtp, self.list_host, unsub)
+        return Outgoing(profile.email, str(msg["Message-ID"]), str(msg["Subject"]),
+                        msg.as_bytes(policy=SMTP))
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
@@ -75,7 +114,8 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
 
 
 def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
-                 only: str | None = None, persist: bool = True) -> list[Rendered]:
+                 only: str | None = None, persist: bool = True,
+                 mail: MailContext | None = None) -> list[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one).
 
     A subscriber the store has not registered yet gets none: registration happens with
@@ -113,7 +153,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             feed_url=config.feed_url(profile.name) if profile.feed else None,
             intro=config.intro,
         )
-        rendered = Rendered(digest, renderer.markdown(digest), renderer.html_page(digest))
+        rendered = Rendered(digest, renderer.markdown(digest), renderer.html_page(digest),
+                            mail=mail.message(config, renderer, digest) if mail else None)
         if persist:
             rendered = _publish_digest(store, config, cursor, upto, rendered)
         out.append(rendered)
@@ -135,8 +176,9 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
     checkpoint("run:after-render")
     store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
                        digest.generated_at, digest.new_count, digest.items,
-                       (str(md_path), str(html_path)))
-    return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)))
+                       (str(md_path), str(html_path)), rendered.mail)
+    return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
+                    rendered.mail)
 
 
 def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, datetime]:
@@ -167,35 +209,67 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
 
 
 def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
-        report: RunReport | None = None) -> RunReport:
-    """The main job: ingest the inbox, publish digests, regenerate feeds."""
+        report: RunReport | None = None, send: bool = True,
+        progress: Callable[[str], None] | None = None) -> RunReport:
+    """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail."""
     report = report or RunReport()
+    if config.smtp is not None:
+        config.smtp.password()  # a missing password is an error before anything is rendered
     if not config.inbox.is_dir():
         report.warn(f"{config.inbox}: warning: the inbox folder does not exist; "
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = Renderer(config.templates)
     renderer.check()  # a broken template is reported before anything is ingested
     with exclusive(config.data_dir, "run"):
-        _run_locked(config, renderer, now, extra, report)
+        _run_locked(config, renderer, now, extra, report, send, progress)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
-                report: RunReport) -> None:
+                report: RunReport, send: bool, progress: Callable[[str], None] | None) -> None:
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
         checkpoint("run:after-ingest")
-        for rendered in make_digests(store, config, renderer, now):
+        mail = MailContext.of(config, store)
+        for rendered in make_digests(store, config, renderer, now, mail=mail):
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
                 "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
-                "html": rendered.paths[1] if rendered.paths else None})
+                "html": rendered.paths[1] if rendered.paths else None,
+                "mail": rendered.mail.recipient if rendered.mail else None})
         write_feeds(store, config, renderer, now, report)
+        checkpoint("run:before-send")
+        if send and config.smtp is not None:
+            report.delivery = deliver(store, config.smtp, now, progress=progress)
     finally:
         store.close()
+
+
+def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
+                 progress: Callable[[str], None] | None = None) -> tuple[SendReport, list[Path]]:
+    """Deliver every pending message now (or, dry, write them as .eml files and mark nothing)."""
+    if config.smtp is None and not dry_run:
+        raise ConfigError(str(config.path), ["[smtp]: missing: add an [smtp] table to send "
+                                             "e-mail (see README, E-mail)"])
+    if config.smtp is not None and not dry_run:
+        config.smtp.password()
+    with exclusive(config.data_dir, "send"):
+        store = Store.open(config.store_path)
+        try:
+            if dry_run:
+                written = []
+                for d in store.deliveries(("pending",)):
+                    path = config.data_dir / "outbox" / f"{d.subscriber}-{d.issue:04d}.eml"
+                    atomic_write(path, d.raw)
+                    written.append(path)
+                return SendReport(), written
+            assert config.smtp is not None
+            return deliver(store, config.smtp, now, due_only=False, progress=progress), []
+        finally:
+            store.close()
 
 
 def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
@@ -224,7 +298,9 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     try:
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
-        rendered = make_digests(store, config, renderer, now, only=subscriber, persist=False)
+        mail = MailContext.of(config, store, create_secret=False)
+        rendered = make_digests(store, config, renderer, now, only=subscriber, persist=False,
+                                mail=mail)
     finally:
         store.close()
     return report, rendered

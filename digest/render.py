@@ -177,13 +177,13 @@ class Renderer:
                 return str(Path(folder) / name)
         return name
 
-    def markdown(self, digest: Digest) -> str:
-        """The Markdown digest."""
-        return self._render(self.text, "digest.md.j2", self._context(digest))
+    def markdown(self, digest: Digest, unsubscribe: str | None = None) -> str:
+        """The Markdown digest (with an unsubscribe link when it goes out by e-mail)."""
+        return self._render(self.text, "digest.md.j2", self._context(digest, unsubscribe))
 
-    def html_page(self, digest: Digest) -> str:
+    def html_page(self, digest: Digest, unsubscribe: str | None = None) -> str:
         """The HTML digest (a standalone page, e-mail friendly)."""
-        return self._render(self.html, "digest.html.j2", self._context(digest))
+        return self._render(self.html, "digest.html.j2", self._context(digest, unsubscribe))
 
     def feed_entry(self, item: Ranked, keywords: Sequence[Keyword]) -> str:
         """The HTML content of one Atom entry."""
@@ -191,8 +191,9 @@ class Renderer:
                             {"item": item, "keywords": keywords})
 
     @staticmethod
-    def _context(digest: Digest) -> dict[str, Any]:
+    def _context(digest: Digest, unsubscribe: str | None = None) -> dict[str, Any]:
         return {"digest": digest, "keywords": digest.profile.keywords,
+                "unsubscribe": unsubscribe,
                 "intro_md": MarkdownSafe(digest.intro.strip()),
                 "intro_html": operator_markdown(digest.intro)}
 

@@ -112,6 +112,26 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (issue_id, rank)
     ) WITHOUT ROWID;
     """,
+    # 2: e-mail delivery through an outbox
+    """
+    ALTER TABLE subscribers ADD COLUMN unsubscribed_at TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_id INTEGER NOT NULL UNIQUE REFERENCES issues(id),
+        subscriber TEXT NOT NULL REFERENCES subscribers(name),
+        recipient TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+    """,
 )
 
 _PAPER_COLUMNS = (
@@ -139,6 +159,34 @@ class IngestResult:
     run_id: int
     new_keys: tuple[str, ...]
     seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A rendered e-mail waiting in (or written to) the outbox."""
+
+    recipient: str
+    message_id: str
+    subject: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbox row."""
+
+    id: int
+    subscriber: str
+    issue: int
+    recipient: str
+    message_id: str
+    subject: str
+    raw: bytes
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    sent_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,8 +488,9 @@ class Store:
 
     def record_issue(self, name: str, number: int, from_run: int, to_run: int,
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
-                     paths: tuple[str | None, str | None]) -> None:
-        """Record a digest issue and advance the subscriber's cursor, atomically."""
+                     paths: tuple[str | None, str | None],
+                     mail: Outgoing | None = None) -> None:
+        """Record a digest issue, queue its e-mail, and advance the cursor: one transaction."""
         with self.transaction() as conn:
             row = conn.execute("SELECT cursor_run, last_issue FROM subscribers WHERE name = ?",
                                (name,)).fetchone()
@@ -460,6 +509,12 @@ class Store:
                 " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
                 [(issue_id, r.rank, r.score, _matches_json(r.matches), r.paper.key)
                  for r in items])
+            if mail is not None:
+                conn.execute(
+                    "INSERT INTO outbox (issue_id, subscriber, recipient, message_id, subject,"
+                    " raw, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (issue_id, name, mail.recipient, mail.message_id, mail.subject, mail.raw,
+                     _ts(generated_at), _ts(generated_at)))
             conn.execute(
                 "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
                 " WHERE name = ?", (to_run, number, _ts(generated_at), name))
@@ -476,6 +531,81 @@ class Store:
             matches = tuple(Match(*m) for m in json.loads(row[12 + 1]))
             items.append(Ranked(_paper_from_row(row), float(row[12]), matches, int(row[14])))
         return items
+
+    # -- the outbox ------------------------------------------------------------------------
+    _DELIVERY = ("SELECT o.id, o.subscriber, i.number, o.recipient, o.message_id, o.subject,"
+                 " o.raw, o.status, o.attempts, o.next_attempt_at, o.last_error, o.sent_at"
+                 " FROM outbox o JOIN issues i ON i.id = o.issue_id")
+
+    @staticmethod
+    def _delivery(row: tuple[object, ...]) -> Delivery:
+        (id_, subscriber, issue, recipient, mid, subject, raw, status, attempts, due, error,
+         sent) = row
+        return Delivery(int(str(id_)), str(subscriber), int(str(issue)), str(recipient),
+                        str(mid), str(subject), bytes(raw) if isinstance(raw, bytes) else b"",
+                        str(status), int(str(attempts)), _parse_ts(str(due)),
+                        str(error) if error else None, _parse_ts(str(sent)) if sent else None)
+
+    def due_deliveries(self, now: datetime) -> list[Delivery]:
+        """Pending messages whose next attempt is due, oldest first."""
+        rows = self.conn.execute(
+            f"{self._DELIVERY} WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
+            " ORDER BY o.id", (_ts(now),))
+        return [self._delivery(tuple(r)) for r in rows]
+
+    def deliveries(self, statuses: Sequence[str] = ("pending", "failed")) -> list[Delivery]:
+        """Outbox rows in these states, oldest first (for status and dry runs)."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.conn.execute(f"{self._DELIVERY} WHERE o.status IN ({marks}) ORDER BY o.id",
+                                 tuple(statuses))
+        return [self._delivery(tuple(r)) for r in rows]
+
+    def mark_sent(self, delivery_id: int, now: datetime) -> None:
+        """The server accepted the message: commit that at once."""
+        with self.transaction():
+            self.conn.execute("UPDATE outbox SET status = 'sent', sent_at = ?, attempts ="
+                              " attempts + 1, last_error = NULL WHERE id = ?",
+                              (_ts(now), delivery_id))
+
+    def mark_retry(self, delivery_id: int, error: str, next_at: datetime) -> None:
+        """A transient failure: stay pending, try again at ``next_at``."""
+        with self.transaction():
+            self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                              " next_attempt_at = ? WHERE id = ? AND status = 'pending'",
+                              (error, _ts(next_at), delivery_id))
+
+    def mark_failed(self, delivery_id: int, error: str) -> None:
+        """A permanent failure for this recipient, with the server's reply."""
+        with self.transaction():
+            self.conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1,"
+                              " last_error = ? WHERE id = ? AND status = 'pending'",
+                              (error, delivery_id))
+
+    def set_unsubscribed(self, name: str, when: datetime | None) -> bool:
+        """Stop (or, with None, resume) mail to a subscriber; their history stays."""
+        with self.transaction():
+            self.conn.execute(  # never met yet: register them, starting after the latest run
+                "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
+                " VALUES (?, (SELECT coalesce(max(id), 0) FROM runs), ?)",
+                (name, _ts(when or datetime.now(UTC))))
+            cur = self.conn.execute("UPDATE subscribers SET unsubscribed_at = ? WHERE name = ?",
+                                    (_ts(when) if when else None, name))
+            if when is not None:  # nothing more goes out to them, not even what was queued
+                self.conn.execute("UPDATE outbox SET status = 'failed', last_error ="
+                                  " 'unsubscribed before delivery' WHERE subscriber = ? AND"
+                                  " status = 'pending'", (name,))
+        return cur.rowcount > 0
+
+    def unsubscribed(self) -> set[str]:
+        """Names of subscribers who asked for no more mail."""
+        rows = self.conn.execute("SELECT name FROM subscribers WHERE unsubscribed_at IS NOT NULL")
+        return {r[0] for r in rows}
+
+    def subscriber_rows(self) -> list[tuple[str, int, str | None, str | None]]:
+        """(name, last issue, last digest time, unsubscribed at) for every known subscriber."""
+        rows = self.conn.execute("SELECT name, last_issue, last_digest_at, unsubscribed_at"
+                                 " FROM subscribers ORDER BY name")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def integrity_ok(self) -> bool:
         """PRAGMA integrity_check says ok."""

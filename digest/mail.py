@@ -1,0 +1,101 @@
+"""Building digest e-mails (pure: no I/O). Sending lives in send.py.
+
+A message is ``multipart/alternative``: the Markdown digest as ``text/plain`` first, then
+the HTML digest with its CSS inlined by css-inline (no remote stylesheets, ``@media``
+rules for dark mode and phones kept in a ``<style>`` block). The Message-ID depends only
+on the subscriber and the issue number, so a retry of the same issue carries the same id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from urllib.parse import quote, urlencode
+
+import css_inline
+
+from .config import SmtpConfig
+from .identity import short_hash
+from .models import Digest
+
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+_HEADER_UNSAFE = re.compile(r"[\r\n\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Where a subscriber unsubscribes: a signed HTTPS link, and optionally a mailto."""
+
+    url: str | None
+    mailto: str | None
+
+
+def unsubscribe_for(site_url: str | None, mailto: str | None, name: str,
+                    token: str) -> Unsubscribe:
+    """The one-click unsubscribe targets of one subscriber (RFC 8058)."""
+    url = None
+    if site_url:
+        url = f"{site_url}unsubscribe?{urlencode({'u': name, 't': token})}"
+    box = None
+    if mailto:
+        box = f"mailto:{mailto}?subject={quote(f'unsubscribe {name}')}"
+    return Unsubscribe(url, box)
+
+
+def header_text(text: str) -> str:
+    """Text safe for one header line: no CR, LF or other control characters."""
+    return " ".join(_HEADER_UNSAFE.sub(" ", text).split())
+
+
+def subject_for(digest: Digest) -> str:
+    """`Papers digest: 12 new papers, 4 on CLIP, data curation`."""
+    n = digest.new_count
+    subject = f"{digest.title}: {n} new paper{'s' if n != 1 else ''}"
+    if digest.items and digest.profile.keywords:
+        counts: dict[str, int] = {}
+        for item in digest.items:
+            for term in item.terms:
+                counts[term] = counts.get(term, 0) + 1
+        top = sorted(counts, key=lambda t: (-counts[t], t.casefold()))[:3]
+        subject += f", {len(digest.items)} on {', '.join(top)}"
+    return header_text(subject)
+
+
+def message_id(digest: Digest, sender: str) -> str:
+    """Stable for a subscriber and issue: retries and duplicates share it."""
+    domain = sender.rpartition("@")[2] or "digest.invalid"
+    return f"<digest.{digest.number}.{short_hash(digest.profile.name, 12)}@{domain}>"
+
+
+def inline_css(html: str) -> str:
+    """Inline the <style> rules into style attributes; keep @media rules; fetch nothing."""
+    result: str = _INLINER.inline(html)
+    return result
+
+
+def build_message(digest: Digest, text: str, html: str, smtp: SmtpConfig, list_host: str,
+                  unsubscribe: Unsubscribe) -> EmailMessage:
+    """The complete message for one subscriber's digest issue."""
+    assert digest.profile.email is not None
+    msg = EmailMessage()
+    msg["From"] = Address(header_text(digest.title), addr_spec=smtp.sender)
+    msg["To"] = Address(header_text(digest.profile.name), addr_spec=digest.profile.email)
+    if smtp.reply_to:
+        msg["Reply-To"] = smtp.reply_to
+    msg["Date"] = format_datetime(digest.generated_at)
+    msg["Subject"] = subject_for(digest)
+    msg["Message-ID"] = message_id(digest, smtp.sender)
+    msg["List-Id"] = f"{header_text(digest.title)} <digest.{list_host}>"
+    targets = [t for t in (unsubscribe.url, unsubscribe.mailto) if t]
+    if targets:
+        msg["List-Unsubscribe"] = ", ".join(f"<{t}>" for t in targets)
+    if unsubscribe.url:
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(inline_css(html), subtype="html", charset="utf-8",
+                        cte="quoted-printable")
+    return msg

@@ -1,0 +1,55 @@
+"""Signed per-subscriber tokens (one-click unsubscribe) and the secret that keys them.
+
+The secret comes from $DIGEST_SECRET, or else from ``<data_dir>/secret``, created once
+with random bytes and mode 0600. Tokens are HMAC-SHA256 of the purpose and the
+subscriber's name, checked in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from .errors import StoreError
+
+SECRET_ENV = "DIGEST_SECRET"
+
+
+def load_secret(data_dir: Path, *, create: bool = True) -> bytes | None:
+    """The token key: $DIGEST_SECRET, or the data folder's own secret (made on first use).
+
+    With ``create=False`` a missing secret file gives None and nothing is written.
+    """
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env:
+        return from_env.encode("utf-8")
+    path = data_dir / "secret"
+    if not create:
+        return path.read_bytes().strip() if path.is_file() else None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read or create the token secret: {exc.strerror}; "
+                         f"or set {SECRET_ENV}") from None
+
+
+def sign(secret: bytes, purpose: str, name: str) -> str:
+    """A URL-safe token binding ``purpose`` (e.g. "unsubscribe") to a subscriber."""
+    return hmac.new(secret, f"{purpose}\x00{name}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def verify(secret: bytes, purpose: str, name: str, token: str) -> bool:
+    """True when ``token`` is the one ``sign`` gives (constant-time compare)."""
+    return hmac.compare_digest(sign(secret, purpose, name), token)
