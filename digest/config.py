@@ -23,7 +23,7 @@ from .models import Keyword, Profile
 
 DEFAULT_CONFIG = "config.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\".]+(\.[^@\s<>\".]+)*$")
 
 
 class Secret:

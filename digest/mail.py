@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -22,6 +23,9 @@ from .identity import short_hash
 from .models import Digest
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+# Headers stay on one line (RFC 5322 allows 998): refolding List-Unsubscribe breaks DKIM at
+# some relays, and a folded Subject reads badly in raw form. Bodies are quoted-printable.
+WIRE = policy.SMTP.clone(max_line_length=998)
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00-\x1f\x7f]+")
 
 

@@ -11,7 +11,6 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from email.policy import SMTP
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -22,7 +21,7 @@ from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
 from .lock import exclusive
-from .mail import build_message, unsubscribe_for
+from .mail import WIRE, build_message, unsubscribe_for
 from .models import Digest, Paper, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
@@ -80,7 +79,7 @@ class MailContext:
         msg = build_message(digest, renderer.markdown(digest, link),
                             renderer.html_page(digest, link), self.smtp, self.list_host, unsub)
         return Outgoing(profile.email, str(msg["Message-ID"]), str(msg["Subject"]),
-                        msg.as_bytes(policy=SMTP))
+                        msg.as_bytes(policy=WIRE))
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,

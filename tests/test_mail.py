@@ -343,3 +343,17 @@ def test_rate_limit_spaces_messages(mailing: Project, server: Server, clock: Clo
         store.close()
     assert len(report.sent) == 2
     assert len(naps) == 1 and 1.9 < naps[0] <= 2.0  # 30 a minute: two seconds apart
+
+
+def test_headers_are_never_folded(mailing: Project, server: Server, clock: Clock,
+                                  shared_dumps: list[Path]) -> None:
+    mailing.write_config(SUBSCRIBERS.replace('["video", "diffusion"]',
+                                             '["video generation", "diffusion models", '
+                                             '"vision transformer", "knowledge distillation"]'),
+                         extra=smtp_table(server.port))
+    dated(mailing.drop(shared_dumps[1]))
+    run(mailing.config(), now=clock)
+    for raw in server.recorder.received:
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert not re.search(rb"\r\n[ \t]", head), head  # no continuation lines
+        assert max(map(len, head.split(b"\r\n"))) > 78  # long ones stayed whole
