@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,19 @@ def _finalize_md(value: object) -> object:
 
 def highlight_html(text: str, keywords: Sequence[Keyword]) -> Markup:
     """Escaped text with keyword matches wrapped in <mark>."""
+    return _highlight_html(text, tuple(keywords))
+
+
+def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
+    """Markdown-escaped text with keyword matches in bold."""
+    return _highlight_md(text, tuple(keywords))
+
+
+@lru_cache(maxsize=4096)  # a digest and its e-mail highlight the same abstracts
+def _highlight_html(text: str, keywords: tuple[Keyword, ...]) -> Markup:
     out: list[str] = []
     pos = 0
-    for start, end in highlight_spans(text, tuple(keywords)):
+    for start, end in highlight_spans(text, keywords):
         out.append(str(escape(text[pos:start])))
         out.append(f"<mark>{escape(text[start:end])}</mark>")
         pos = end
@@ -79,11 +90,11 @@ def highlight_html(text: str, keywords: Sequence[Keyword]) -> Markup:
     return Markup("".join(out))
 
 
-def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
-    """Markdown-escaped text with keyword matches in bold."""
+@lru_cache(maxsize=4096)
+def _highlight_md(text: str, keywords: tuple[Keyword, ...]) -> MarkdownSafe:
     out: list[str] = []
     pos = 0
-    for start, end in highlight_spans(text, tuple(keywords)):
+    for start, end in highlight_spans(text, keywords):
         out.append(md_escape(text[pos:start], line_start=pos == 0))
         out.append(f"**{md_escape(text[start:end], line_start=False)}**")
         pos = end

@@ -105,6 +105,8 @@ def test_each_subscriber_gets_a_well_formed_newsletter(mailing: Project, server:
         assert "<link" not in body.split("<body", 1)[0].replace(
             '<link rel="alternate" type="application/atom+xml"', "")
         assert body.count(https.replace("&", "&amp;")) == 2  # near the top and at the bottom
+        assert len(body.encode()) < 102_000  # Gmail clips larger HTML
+        assert https.replace("&", "&amp;") in body[:10_000]  # unsubscribe before any clip
         text = plain.get_content()
         assert text.startswith("# Test digest: 35 new papers for " + name)
         assert "Unsubscribe: <https://digest.example.org/unsubscribe?" in text
