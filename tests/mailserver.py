@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ class Script:
     """What the server answers. Each list is consumed one reply per command."""
 
     rcpt: dict[str, list[str]] = field(default_factory=dict)  # address -> replies
-    data: list[str] = field(default_factory=list)  # "drop" closes the connection mid-DATA
+    data: list[str] = field(default_factory=list)  # "drop" closes the connection mid-DATA,
+    # "stall" answers only after the client has given up (and then refuses the message)
 
 
 class Recorder:
@@ -50,6 +52,9 @@ class Recorder:
                 assert server.transport is not None
                 server.transport.close()
                 return "250 never seen by the client"
+            if reply == "stall":
+                await asyncio.sleep(1.5)
+                return "451 too late"
             return reply
         self.received.append(bytes(envelope.content or b""))  # type: ignore[arg-type]
         self.recipients.append(list(envelope.rcpt_tos))

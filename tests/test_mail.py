@@ -141,7 +141,8 @@ def test_hostile_titles_are_inert_in_the_mail(mailing: Project, server: Server,
     assert "\r" not in str(msg["Subject"]) and "\n" not in str(msg["Subject"])
 
 
-@pytest.mark.parametrize("failure", ["refused", "421", "451-rcpt", "451-data", "drop"])
+@pytest.mark.parametrize("failure", ["refused", "421", "451-rcpt", "451-data", "drop",
+                                     "timeout"])
 def test_transient_failures_retry_on_the_next_run_without_loss_or_duplicate(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         failure: str) -> None:
@@ -154,8 +155,11 @@ def test_transient_failures_retry_on_the_next_run_without_loss_or_duplicate(
         script.rcpt["ana@example.org"] = ["451 Greylisted, try later"]
     elif failure == "451-data":
         script.data = ["451 Local error, try later"]
-    else:
+    elif failure == "drop":
         script.data = ["drop"]
+    else:
+        script.data = ["stall"]
+        mailing.write_config(SUBSCRIBERS, extra=smtp_table(server.port, "timeout = 0.5"))
     dated(mailing.drop(shared_dumps[1]))
     report = run(mailing.config(), now=clock)
     assert report.delivery is not None and report.delivery.retrying
@@ -221,7 +225,8 @@ def test_the_only_duplicate_window_repeats_the_message_id(
 
 
 def test_starttls_and_auth(project: Project, clock: Clock, tmp_path: Path,
-                           shared_dumps: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+                           shared_dumps: list[Path], monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
@@ -239,6 +244,9 @@ def test_starttls_and_auth(project: Project, clock: Clock, tmp_path: Path,
         monkeypatch.setenv("DIGEST_TEST_SMTP_PASSWORD", "wrong-Sentinel-99")
         with pytest.raises(DeliveryError, match="authentication failed for user 'digest'"):
             run(project.config(), now=clock)
+        assert main(["send", "--config", str(project.config_path)]) == 1
+        out, err = capsys.readouterr()
+        assert "authentication failed" in err and "Sentinel" not in out + err
         assert outbox(project) == [("ana", 1, "pending", 0), ("bo", 1, "pending", 0)]
         monkeypatch.setenv("DIGEST_TEST_SMTP_PASSWORD", "s3cret-Sentinel-42")
         report = run(project.config(), now=clock)
