@@ -413,12 +413,16 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
                    f" ({r['attempts']} attempt(s){when}): {r['last_error'] or '-'}")
 
 
-def _by_email(config: Any, email: str) -> str:
-    for p in config.subscribers:
-        if p.email and p.email.casefold() == email.casefold():
-            return str(p.name)
-    raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
-                     "are added there, under [[subscribers]]")
+def _by_email(config: Any, store: Any, email: str) -> list[str]:
+    """Every subscriber with this address: in the config, or with mail queued to it."""
+    names = {p.name for p in config.subscribers
+             if p.email and p.email.casefold() == email.casefold()}
+    names |= {d.subscriber for d in store.deliveries(("pending", "sent", "failed"))
+              if d.recipient.casefold() == email.casefold()}
+    if not names:
+        raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
+                         "are added there, under [[subscribers]]")
+    return sorted(names)
 
 
 @cli.command("unsubscribe")
@@ -430,14 +434,16 @@ def unsubscribe_cmd(email: str, config_path: str | None) -> None:
     from .store import Store
 
     config = _config(config_path)
-    name = _by_email(config, email)
     with exclusive(config.data_dir, "unsubscribe"):
         store = Store.open(config.store_path)
         try:
-            store.set_unsubscribed(name, datetime.now(UTC))
+            names = _by_email(config, store, email)
+            for name in names:
+                store.set_unsubscribed(name, datetime.now(UTC))
         finally:
             store.close()
-    click.echo(f"{name} <{email}> is unsubscribed: no more e-mail (pending mail cancelled)")
+    click.echo(f"{', '.join(names)} <{email}>: unsubscribed, no more e-mail (pending mail "
+               "cancelled)")
 
 
 @cli.command("subscribe")
@@ -449,14 +455,15 @@ def subscribe_cmd(email: str, config_path: str | None) -> None:
     from .store import Store
 
     config = _config(config_path)
-    name = _by_email(config, email)
     with exclusive(config.data_dir, "subscribe"):
         store = Store.open(config.store_path)
         try:
-            store.set_unsubscribed(name, None)
+            names = _by_email(config, store, email)
+            for name in names:
+                store.set_unsubscribed(name, None)
         finally:
             store.close()
-    click.echo(f"{name} <{email}> gets e-mail again from the next digest")
+    click.echo(f"{', '.join(names)} <{email}>: e-mail again from the next digest")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

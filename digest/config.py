@@ -10,9 +10,12 @@ import difflib
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +27,21 @@ from .models import Keyword, Profile
 DEFAULT_CONFIG = "config.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\".]+(\.[^@\s<>\".]+)*$")
+
+
+def address_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an SMTP address here, or None when it can."""
+    if not _EMAIL.match(value):
+        return f"{value!r} is not an e-mail address"
+    if not value.isascii():
+        return f"{value!r} has non-ASCII characters, which digest cannot send to yet"
+    try:
+        parsed = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        return f"{value!r} is not a valid e-mail address ({exc})"
+    if parsed.addr_spec != value:
+        return f"{value!r} is not a plain e-mail address (did you mean {parsed.addr_spec!r}?)"
+    return None
 
 
 class Secret:
@@ -252,8 +270,8 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         check.add("subscribers", index, "name", f"{name!r} is used by two subscribers")
     names.add(name)
     email = _typed(check, "subscribers", index, data, "email", str, None, "an e-mail address")
-    if email is not None and not _EMAIL.match(email):
-        check.add("subscribers", index, "email", f"{email!r} is not an e-mail address")
+    if email is not None and (problem := address_problem(email)):
+        check.add("subscribers", index, "email", problem)
     min_score = _typed(check, "subscribers", index, data, "min_score", (int, float), 0.0,
                        "a number")
     if not math.isfinite(min_score) or min_score < 0:
@@ -291,8 +309,8 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
             check.add("smtp", None, key, "missing: e-mail delivery needs it")
     for key in ("from", "reply_to", "unsubscribe_mailto"):
         value = text(key, "an e-mail address")
-        if value is not None and not _EMAIL.match(value):
-            check.add("smtp", None, key, f"{value!r} is not an e-mail address")
+        if value is not None and (problem := address_problem(value)):
+            check.add("smtp", None, key, problem)
     security = text("security") or "starttls"
     if security not in _DEFAULT_PORTS:
         close = difflib.get_close_matches(security, tuple(_DEFAULT_PORTS), n=1)
@@ -316,11 +334,17 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
     username = text("username")
     if password_env and not username:
         check.add("smtp", None, "username", "missing: a password needs a user name")
+    if username and not password_env:
+        check.add("smtp", None, "password_env", "missing: a user name needs a password; name "
+                  "the environment variable that holds it")
     ca_file = None
     if "ca_file" in data:
         ca_file = _path(base, check, data, "ca_file", "", table="smtp")
-        if not ca_file.is_file():
-            check.add("smtp", None, "ca_file", f"{ca_file} is not a file")
+        try:
+            ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            check.add("smtp", None, "ca_file", f"{ca_file} is not a readable PEM file of CA "
+                      f"certificates ({exc})")
     if host is None or sender is None:
         return None
     return SmtpConfig(
@@ -358,6 +382,10 @@ def parse_config(path: Path, text: str) -> Config:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             check.add("digest", None, "site_url",
                       f"{site_url!r} is not an absolute http(s) URL (feeds need one for rel=self)")
+            site_url = None
+        elif re.search(r"[\s\x00-\x1f\x7f<>\"]", site_url) or parts.query or parts.fragment:
+            check.add("digest", None, "site_url", f"{site_url!r}: use a plain base URL, with no "
+                      "spaces, control characters, ?query or #fragment")
             site_url = None
         elif not site_url.endswith("/"):
             site_url += "/"

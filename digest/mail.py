@@ -23,9 +23,16 @@ from .identity import short_hash
 from .models import Digest
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-# Headers stay on one line (RFC 5322 allows 998): refolding List-Unsubscribe breaks DKIM at
-# some relays, and a folded Subject reads badly in raw form. Bodies are quoted-printable.
+# ASCII headers stay on one line (RFC 5322 allows 998): refolding List-Unsubscribe breaks
+# DKIM at some relays. Non-ASCII headers need RFC 2047 encoded words of at most 75
+# characters, so such messages keep the usual folding. Bodies are quoted-printable.
 WIRE = policy.SMTP.clone(max_line_length=998)
+
+
+def wire_bytes(msg: EmailMessage) -> bytes:
+    """The message as sent: CRLF line ends, headers unfolded when they are all ASCII."""
+    ascii_headers = all(str(v).isascii() for v in msg.values())
+    return msg.as_bytes(policy=WIRE if ascii_headers else policy.SMTP)
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00-\x1f\x7f]+")
 
 
@@ -68,10 +75,12 @@ def subject_for(digest: Digest) -> str:
     return header_text(subject)
 
 
-def message_id(digest: Digest, sender: str) -> str:
-    """Stable for a subscriber and issue: retries and duplicates share it."""
+def message_id(digest: Digest, sender: str, store_id: str) -> str:
+    """Stable for a subscriber and issue of one store: retries and duplicates share it,
+    while another list or a store started afresh never reuses it."""
     domain = sender.rpartition("@")[2] or "digest.invalid"
-    return f"<digest.{digest.number}.{short_hash(digest.profile.name, 12)}@{domain}>"
+    who = short_hash(f"{store_id}\x00{digest.profile.name}", 16)
+    return f"<digest.{digest.number}.{who}@{domain}>"
 
 
 def inline_css(html: str) -> str:
@@ -81,7 +90,7 @@ def inline_css(html: str) -> str:
 
 
 def build_message(digest: Digest, text: str, html: str, smtp: SmtpConfig, list_host: str,
-                  unsubscribe: Unsubscribe) -> EmailMessage:
+                  unsubscribe: Unsubscribe, store_id: str) -> EmailMessage:
     """The complete message for one subscriber's digest issue."""
     assert digest.profile.email is not None
     msg = EmailMessage()
@@ -91,12 +100,12 @@ def build_message(digest: Digest, text: str, html: str, smtp: SmtpConfig, list_h
         msg["Reply-To"] = smtp.reply_to
     msg["Date"] = format_datetime(digest.generated_at)
     msg["Subject"] = subject_for(digest)
-    msg["Message-ID"] = message_id(digest, smtp.sender)
+    msg["Message-ID"] = message_id(digest, smtp.sender, store_id)
     msg["List-Id"] = f"{header_text(digest.title)} <digest.{list_host}>"
     targets = [t for t in (unsubscribe.url, unsubscribe.mailto) if t]
     if targets:
         msg["List-Unsubscribe"] = ", ".join(f"<{t}>" for t in targets)
-    if unsubscribe.url:
+    if unsubscribe.url and unsubscribe.url.startswith("https://"):  # RFC 8058 wants HTTPS
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")

@@ -21,7 +21,7 @@ from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import atomic_write
 from .lock import exclusive
-from .mail import WIRE, build_message, unsubscribe_for
+from .mail import build_message, unsubscribe_for, wire_bytes
 from .models import Digest, Paper, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
@@ -57,16 +57,20 @@ class MailContext:
     secret: bytes
     list_host: str
     unsubscribed: frozenset[str]
+    store_id: str
 
     @classmethod
     def of(cls, config: Config, store: Store, *, create_secret: bool = True) -> MailContext | None:
         """None when e-mail is not configured."""
         if config.smtp is None:
             return None
+        # A preview must write nothing: it signs with a throwaway key if none exists yet.
         secret = load_secret(config.data_dir, create=create_secret) or secrets.token_bytes(32)
+        store_id = (store.set_meta_once("store_id", secrets.token_hex(16)) if create_secret
+                    else store.meta("store_id") or "preview")
         host = urlsplit(config.site_url).hostname if config.site_url else None
         return cls(config.smtp, secret, host or config.smtp.sender.rpartition("@")[2],
-                   frozenset(store.unsubscribed()))
+                   frozenset(store.unsubscribed()), store_id)
 
     def message(self, config: Config, renderer: Renderer, digest: Digest) -> Outgoing | None:
         """The e-mail of one digest, or None when this subscriber gets no mail."""
@@ -77,9 +81,10 @@ class MailContext:
                                 sign(self.secret, "unsubscribe", profile.name))
         link = unsub.url or unsub.mailto
         msg = build_message(digest, renderer.markdown(digest, link),
-                            renderer.html_page(digest, link), self.smtp, self.list_host, unsub)
+                            renderer.html_page(digest, link), self.smtp, self.list_host, unsub,
+                            self.store_id)
         return Outgoing(profile.email, str(msg["Message-ID"]), str(msg["Subject"]),
-                        msg.as_bytes(policy=WIRE))
+                        wire_bytes(msg))
 
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
@@ -242,9 +247,15 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
         write_feeds(store, config, renderer, now, report)
         checkpoint("run:before-send")
         if send and config.smtp is not None:
-            report.delivery = deliver(store, config.smtp, now, progress=progress)
+            report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
+                                      progress=progress)
     finally:
         store.close()
+
+
+def mail_recipients(config: Config) -> set[str]:
+    """Subscribers the config still wants to e-mail (queued mail of others is cancelled)."""
+    return {p.name for p in config.subscribers if p.email and p.mail}
 
 
 def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
@@ -266,7 +277,8 @@ def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
                     written.append(path)
                 return SendReport(), written
             assert config.smtp is not None
-            return deliver(store, config.smtp, now, due_only=False, progress=progress), []
+            return deliver(store, config.smtp, now, due_only=False,
+                           allowed=mail_recipients(config), progress=progress), []
         finally:
             store.close()
 

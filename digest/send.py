@@ -1,20 +1,27 @@
 """Delivering the outbox over SMTP: one connection, each message marked sent on acceptance.
 
 Outcomes per message (FIELD-NOTES E13):
-* 250: marked sent at once, in its own commit. A crash between the server's acceptance and
-  that commit is the only way a message goes twice, and then with the same Message-ID.
-* 4xx, a timeout, a refused or dropped connection: stays pending, retried later (the first
-  retry on the next run, then after 1, 2, 4 ... minutes, at most 6 hours apart).
-* 5xx for the recipient or the data: failed, with the server's reply.
-* Authentication or TLS failure: DeliveryError, nothing marked.
+* 250 after the data: marked sent at once, in its own commit.
+* 4xx, a time-out, a refused or dropped connection: stays pending, retried (the first retry
+  on the next run, then after 1, 2, 4 ... minutes, at most 6 hours apart). A lost connection
+  is reopened and the pass goes on with the next message, so one bad message never holds
+  up the others; messages with fewer attempts go first.
+* 5xx for the recipient or the data, 552 (too big): failed, with the server's reply.
+* When the connection drops or times out *after the message data went out*, the server may
+  have accepted it (RFC 1047): it is retried, with the same Message-ID, at most
+  ``MAX_UNCERTAIN`` times, then marked failed saying so. That, and a crash between the
+  server's 250 and the local commit, are the only ways a message can arrive twice.
+* Login, TLS or sender refused (530, 535, 550 to MAIL FROM): DeliveryError, nothing marked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import smtplib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,6 +32,8 @@ from .store import Delivery, Store
 
 Clock = Callable[[], datetime]
 MAX_BACKOFF = timedelta(hours=6)
+MAX_UNCERTAIN = 3  # tries whose outcome the server never confirmed
+MAX_RECONNECTS = 3  # lost connections in a row before a pass gives up
 
 
 @dataclass(slots=True)
@@ -35,6 +44,24 @@ class SendReport:
     retrying: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_due: int = 0
+
+
+class _Lost(Exception):
+    """The connection is gone; ``uncertain`` when the message data had been sent."""
+
+    def __init__(self, reason: str, uncertain: bool) -> None:
+        super().__init__(reason)
+        self.uncertain = uncertain
+
+
+class _Refused(Exception):
+    """The server answered a step of one message (mail, rcpt, data, end) with an error."""
+
+    def __init__(self, code: int, reply: str, step: str) -> None:
+        super().__init__(reply)
+        self.code = code
+        self.step = step
+        self.closing = code == 421
 
 
 def backoff(attempts: int) -> timedelta:
@@ -49,15 +76,27 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
+def _where(smtp: SmtpConfig) -> str:
+    return f"{smtp.host}:{smtp.port}"
+
+
 def connect(smtp: SmtpConfig) -> smtplib.SMTP:
-    """Open, secure and authenticate one SMTP connection."""
-    context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
-    client: smtplib.SMTP
-    if smtp.security == "ssl":
-        client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
-    else:
-        client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+    """Open, secure and authenticate one SMTP connection.
+
+    DeliveryError for what retrying cannot fix (TLS, login); OSError or SMTPException for
+    what it might (refused, time-out, a busy greeting).
+    """
+    client: smtplib.SMTP | None = None
     try:
+        context = None
+        if smtp.security != "none":
+            context = ssl.create_default_context(
+                cafile=str(smtp.ca_file) if smtp.ca_file else None)
+        if smtp.security == "ssl":
+            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout,
+                                      context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
         client.ehlo()
         if smtp.security == "starttls":
             client.starttls(context=context)
@@ -65,22 +104,26 @@ def connect(smtp: SmtpConfig) -> smtplib.SMTP:
         password = smtp.password()
         if smtp.username and password is not None:
             client.login(smtp.username, password.reveal())
+        return client
     except smtplib.SMTPAuthenticationError as exc:
-        _close(client)
-        raise DeliveryError(f"{smtp.host}:{smtp.port}: authentication failed for user "
-                            f"{smtp.username!r} ({_reply(exc.smtp_code, exc.smtp_error)}); "
-                            f"check [smtp].username and ${smtp.password_env}") from None
+        problem = (f"authentication failed for user {smtp.username!r} "
+                   f"({_reply(exc.smtp_code, exc.smtp_error)}); check [smtp].username and "
+                   f"${smtp.password_env}")
+    except UnicodeError:
+        problem = (f"the user name or the password in ${smtp.password_env} has characters "
+                   "this server's login cannot carry (only ASCII)")
     except smtplib.SMTPNotSupportedError as exc:
-        _close(client)
-        raise DeliveryError(f"{smtp.host}:{smtp.port}: {exc}; check [smtp].security") from None
+        problem = f"{exc}; check [smtp].security"
     except ssl.SSLError as exc:
-        _close(client)
-        raise DeliveryError(f"{smtp.host}:{smtp.port}: TLS failed ({exc.reason}); check "
-                            "[smtp].security and [smtp].ca_file") from None
+        problem = (f"TLS failed ({exc.reason or exc}); check [smtp].security (ssl, starttls "
+                   "or none) and [smtp].ca_file")
     except BaseException:
-        _close(client)
+        if client is not None:
+            _close(client)
         raise
-    return client
+    if client is not None:
+        _close(client)
+    raise DeliveryError(f"{_where(smtp)}: {problem}")
 
 
 def _close(client: smtplib.SMTP) -> None:
@@ -90,68 +133,136 @@ def _close(client: smtplib.SMTP) -> None:
         client.close()
 
 
+_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _wire(raw: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled, the final dot line."""
+    body = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", raw))
+    return body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+
+def _send_one(client: smtplib.SMTP, smtp: SmtpConfig, d: Delivery) -> None:
+    """MAIL, RCPT, DATA by hand, so we know how far a failure got."""
+    data_sent = False
+    try:
+        options = [f"SIZE={len(d.raw)}"] if client.has_extn("size") else []
+        steps: tuple[tuple[str, Callable[[], tuple[int, bytes]], tuple[int, ...]], ...] = (
+            ("mail", lambda: client.mail(smtp.sender, options), (250,)),
+            ("rcpt", lambda: client.rcpt(d.recipient), (250, 251)),
+            ("data", lambda: client.docmd("DATA"), (354,)))
+        for step, command, ok in steps:  # one at a time: stop at the first refusal
+            code, message = command()
+            if code not in ok:
+                raise _Refused(code, _reply(code, message), step)
+        data_sent = True
+        client.send(_wire(d.raw))
+        code, message = client.getreply()
+        if code != 250:
+            raise _Refused(code, _reply(code, message), "end")
+    except _Refused:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.rset()  # clear the half-made transaction for the next message
+        raise
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise _Lost(f"connection lost: {exc or type(exc).__name__}", data_sent) from None
+    except UnicodeEncodeError:
+        raise _Refused(553, "553 the address has characters SMTP cannot carry here "
+                            "(only ASCII)", "rcpt") from None
+
+
 def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True,
+            allowed: Collection[str] | None = None,
             progress: Callable[[str], None] | None = None,
             sleep: Callable[[float], None] = time.sleep) -> SendReport:
-    """Send what is pending over one connection; mark each message as its fate is known."""
+    """Send what is pending over one connection; mark each message as its fate is known.
+
+    Messages of subscribers not in ``allowed`` (removed from the config, or mail turned
+    off) are cancelled, not sent.
+    """
     report = SendReport()
-    pending = store.deliveries(("pending",))
-    todo = [d for d in pending if not due_only or d.next_attempt_at <= now()]
-    report.not_due = len(pending) - len(todo)
+    say = progress or (lambda _line: None)
+    todo = []
+    for d in store.deliveries(("pending",)):
+        if allowed is not None and d.subscriber not in allowed:
+            store.mark_failed(d.id, "cancelled: the subscriber is gone from the config, has "
+                                    "no e-mail address, or has mail = false")
+        elif due_only and d.next_attempt_at > now():
+            report.not_due += 1
+        else:
+            todo.append(d)
+    todo.sort(key=lambda d: (d.attempts, d.id))  # a message that keeps failing goes last
     if not todo:
         return report
-    say = progress or (lambda _line: None)
 
-    def retry(d: Delivery, error: str) -> None:
-        store.mark_retry(d.id, error, now() + backoff(d.attempts + 1))
-        report.retrying.append((d.message_id, error))
-        say(f"will retry {d.subscriber} issue {d.issue}: {error}")
+    def fail(d: Delivery, reason: str) -> None:
+        store.mark_failed(d.id, reason)
+        report.failed.append((d.message_id, reason))
+        say(f"failed {d.subscriber} issue {d.issue}: {reason}")
 
-    try:
-        client = connect(smtp)
-    except (OSError, smtplib.SMTPException) as exc:
-        error = f"cannot connect to {smtp.host}:{smtp.port}: {exc}"
-        for d in todo:
-            retry(d, error)
-        return report
+    def retry(d: Delivery, reason: str, uncertain: bool = False) -> None:
+        if uncertain and d.uncertain + 1 >= MAX_UNCERTAIN:
+            fail(d, f"gave up after {MAX_UNCERTAIN} tries the server never confirmed (it may "
+                    f"have delivered them): {reason}")
+            return
+        store.mark_retry(d.id, reason, now() + backoff(d.attempts + 1), uncertain)
+        report.retrying.append((d.message_id, reason))
+        say(f"will retry {d.subscriber} issue {d.issue}: {reason}")
+
     interval = 60.0 / smtp.max_per_minute if smtp.max_per_minute else 0.0
     last = 0.0
+    client: smtplib.SMTP | None = None
+    losses = 0
     try:
         for n, d in enumerate(todo, 1):
+            if client is None:
+                try:
+                    client = connect(smtp)
+                except smtplib.SMTPResponseException as exc:  # a busy greeting (421, 554)
+                    reason = f"{_where(smtp)} answered {_reply(exc.smtp_code, exc.smtp_error)}"
+                    for rest in todo[n - 1:]:
+                        retry(rest, reason)
+                    break
+                except (OSError, smtplib.SMTPException) as exc:
+                    for rest in todo[n - 1:]:
+                        retry(rest, f"cannot connect to {_where(smtp)}: {exc}")
+                    break
             if interval:
                 wait = last + interval - time.monotonic()
                 if wait > 0:
                     sleep(wait)
                 last = time.monotonic()
             try:
-                client.sendmail(smtp.sender, [d.recipient], d.raw)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, message = exc.recipients.get(d.recipient, (550, b"refused"))
-                if code >= 500:
-                    store.mark_failed(d.id, _reply(code, message))
-                    report.failed.append((d.message_id, _reply(code, message)))
-                    say(f"failed {d.subscriber} issue {d.issue}: {_reply(code, message)}")
+                _send_one(client, smtp, d)
+            except _Refused as exc:
+                if exc.code in (530, 535) or (exc.step == "mail" and exc.code >= 500
+                                              and exc.code != 552):
+                    raise DeliveryError(f"{_where(smtp)} refuses to send for us ({exc}); check "
+                                        "[smtp].from, [smtp].username and the password"
+                                        ) from None
+                if exc.code >= 500:
+                    fail(d, str(exc))
                 else:
-                    retry(d, _reply(code, message))
+                    retry(d, str(exc))
+                if exc.closing:
+                    _close(client)
+                    client = None
                 continue
-            except smtplib.SMTPResponseException as exc:  # MAIL FROM or DATA answered
-                reply = _reply(exc.smtp_code, exc.smtp_error)
-                if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPSenderRefused):
-                    store.mark_failed(d.id, reply)
-                    report.failed.append((d.message_id, reply))
-                    say(f"failed {d.subscriber} issue {d.issue}: {reply}")
-                else:
-                    retry(d, reply)
-                if exc.smtp_code == 421 or isinstance(exc, smtplib.SMTPSenderRefused):
-                    break  # the server is closing, or refuses our sender: stop this pass
+            except _Lost as exc:
+                retry(d, str(exc), exc.uncertain)
+                client.close()
+                client = None
+                losses += 1
+                if losses >= MAX_RECONNECTS:
+                    break  # the server keeps dropping us: the rest wait for the next pass
                 continue
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                retry(d, f"connection lost: {exc or type(exc).__name__}")
-                break  # the connection is gone: the rest wait for the next pass
+            losses = 0
             checkpoint("send:after-accept")
             store.mark_sent(d.id, now())
             report.sent.append(d.message_id)
             say(f"sent {n}/{len(todo)}: {d.subscriber} issue {d.issue}")
     finally:
-        _close(client)
+        if client is not None:
+            _close(client)
     return report

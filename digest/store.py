@@ -125,6 +125,7 @@ MIGRATIONS: tuple[str, ...] = (
         raw BLOB NOT NULL,
         status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
         attempts INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
         next_attempt_at TEXT NOT NULL,
         last_error TEXT,
         created_at TEXT NOT NULL,
@@ -184,6 +185,7 @@ class Delivery:
     raw: bytes
     status: str
     attempts: int
+    uncertain: int  # tries the server never confirmed (the message may have arrived)
     next_attempt_at: datetime
     last_error: str | None
     sent_at: datetime | None
@@ -534,16 +536,17 @@ class Store:
 
     # -- the outbox ------------------------------------------------------------------------
     _DELIVERY = ("SELECT o.id, o.subscriber, i.number, o.recipient, o.message_id, o.subject,"
-                 " o.raw, o.status, o.attempts, o.next_attempt_at, o.last_error, o.sent_at"
+                 " o.raw, o.status, o.attempts, o.uncertain, o.next_attempt_at, o.last_error,"
+                 " o.sent_at"
                  " FROM outbox o JOIN issues i ON i.id = o.issue_id")
 
     @staticmethod
     def _delivery(row: tuple[object, ...]) -> Delivery:
-        (id_, subscriber, issue, recipient, mid, subject, raw, status, attempts, due, error,
-         sent) = row
+        (id_, subscriber, issue, recipient, mid, subject, raw, status, attempts, uncertain, due,
+         error, sent) = row
         return Delivery(int(str(id_)), str(subscriber), int(str(issue)), str(recipient),
                         str(mid), str(subject), bytes(raw) if isinstance(raw, bytes) else b"",
-                        str(status), int(str(attempts)), _parse_ts(str(due)),
+                        str(status), int(str(attempts)), int(str(uncertain)), _parse_ts(str(due)),
                         str(error) if error else None, _parse_ts(str(sent)) if sent else None)
 
     def due_deliveries(self, now: datetime) -> list[Delivery]:
@@ -567,12 +570,14 @@ class Store:
                               " attempts + 1, last_error = NULL WHERE id = ?",
                               (_ts(now), delivery_id))
 
-    def mark_retry(self, delivery_id: int, error: str, next_at: datetime) -> None:
+    def mark_retry(self, delivery_id: int, error: str, next_at: datetime,
+                   uncertain: bool = False) -> None:
         """A transient failure: stay pending, try again at ``next_at``."""
         with self.transaction():
             self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
-                              " next_attempt_at = ? WHERE id = ? AND status = 'pending'",
-                              (error, _ts(next_at), delivery_id))
+                              " next_attempt_at = ?, uncertain = uncertain + ? WHERE id = ? AND"
+                              " status = 'pending'",
+                              (error, _ts(next_at), int(uncertain), delivery_id))
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
         """A permanent failure for this recipient, with the server's reply."""

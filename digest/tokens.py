@@ -27,22 +27,39 @@ def load_secret(data_dir: Path, *, create: bool = True) -> bytes | None:
     if from_env:
         return from_env.encode("utf-8")
     path = data_dir / "secret"
-    if not create:
-        return path.read_bytes().strip() if path.is_file() else None
     try:
+        if path.is_file():
+            return _read_secret(path)
+        if not create:
+            return None
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "w") as handle:
+        tmp = data_dir / f".secret.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:  # written whole, then renamed: never half a key
             handle.write(secrets.token_hex(32))
             handle.flush()
             os.fsync(handle.fileno())
-        return path.read_bytes().strip()
+        try:
+            os.link(tmp, path)  # fails if another process made one first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return _read_secret(path)
     except OSError as exc:
         raise StoreError(f"{path}: cannot read or create the token secret: {exc.strerror}; "
                          f"or set {SECRET_ENV}") from None
+
+
+def _read_secret(path: Path) -> bytes:
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)  # readable only by its owner
+    value = path.read_bytes().strip()
+    if len(value) < 32:
+        raise StoreError(f"{path}: the token secret is empty or too short; delete the file to "
+                         f"make a new one (links in mail already sent stop working) or set "
+                         f"{SECRET_ENV}")
+    return value
 
 
 def sign(secret: bytes, purpose: str, name: str) -> str:

@@ -25,6 +25,8 @@ class Script:
     """What the server answers. Each list is consumed one reply per command."""
 
     rcpt: dict[str, list[str]] = field(default_factory=dict)  # address -> replies
+    mail: list[str] = field(default_factory=list)  # replies to MAIL FROM, one per message
+    drop_for: set[str] = field(default_factory=set)  # always hang up on these recipients' data
     data: list[str] = field(default_factory=list)  # "drop" closes the connection mid-DATA,
     # "stall" answers only after the client has given up (and then refuses the message)
 
@@ -37,6 +39,13 @@ class Recorder:
         self.received: list[bytes] = []
         self.recipients: list[list[str]] = []
 
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.script.mail:
+            return self.script.mail.pop(0)
+        envelope.mail_from = address
+        return "250 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         replies = self.script.rcpt.get(address)
@@ -46,6 +55,10 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.script.drop_for & set(envelope.rcpt_tos):
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never seen by the client"
         if self.script.data:
             reply = self.script.data.pop(0)
             if reply == "drop":

@@ -88,7 +88,7 @@ def test_each_subscriber_gets_a_well_formed_newsletter(mailing: Project, server:
         assert plain.get_content_charset() == html.get_content_charset() == "utf-8"
         assert str(msg["From"]) == "Test digest <digest@example.org>"
         assert str(msg["Date"]) == "Mon, 23 Nov 2026 08:00:00 +0000"
-        assert re.fullmatch(r"<digest\.1\.[0-9a-f]{12}@example\.org>", str(msg["Message-ID"]))
+        assert re.fullmatch(r"<digest\.1\.[0-9a-f]{16}@example\.org>", str(msg["Message-ID"]))
         assert str(msg["List-Id"]) == "Test digest <digest.digest.example.org>"
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         https, mailto = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))
@@ -367,3 +367,132 @@ def test_headers_are_never_folded(mailing: Project, server: Server, clock: Clock
         head = raw.split(b"\r\n\r\n", 1)[0]
         assert not re.search(rb"\r\n[ \t]", head), head  # no continuation lines
         assert max(map(len, head.split(b"\r\n"))) > 78  # long ones stayed whole
+
+
+def test_a_message_the_server_always_drops_never_holds_up_the_others(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path]) -> None:
+    server.recorder.script.drop_for = {"ana@example.org"}
+    for path in shared_dumps[:3]:
+        dated(mailing.drop(path))
+        run(mailing.config(), now=clock)
+        clock.tick(24)
+    assert sorted(str(m["To"]) for m in server.recorder.messages()) == [
+        "bo <bo@example.org>"] * 3  # bo's mail went out every day
+    rows = outbox(mailing)
+    assert [r for r in rows if r[0] == "bo"] == [("bo", n, "sent", 1) for n in (1, 2, 3)]
+    ana = [r for r in rows if r[0] == "ana"]
+    assert ("ana", 1, "failed", 3) in ana  # given up after 3 unconfirmed tries
+    store = Store.open(mailing.config().store_path)
+    (reason,) = [d.last_error for d in store.deliveries(("failed",))]
+    store.close()
+    assert reason and reason.startswith("gave up after 3 tries the server never confirmed")
+
+
+def test_a_message_too_big_fails_alone(mailing: Project, server: Server, clock: Clock,
+                                       shared_dumps: list[Path]) -> None:
+    server.recorder.script.mail = ["552 5.3.4 Message size exceeds fixed limit"]
+    dated(mailing.drop(shared_dumps[1]))
+    run(mailing.config(), now=clock)
+    assert [r[2] for r in outbox(mailing)] == ["failed", "sent"]
+
+
+@pytest.mark.parametrize("reply", ["530 5.7.0 Authentication required",
+                                   "550 5.7.1 Sender rejected"])
+def test_the_server_refusing_our_sender_stops_and_marks_nothing(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
+        capsys: pytest.CaptureFixture[str], reply: str) -> None:
+    server.recorder.script.mail = [reply]
+    dated(mailing.drop(shared_dumps[1]))
+    assert main(["run", "--config", str(mailing.config_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"refuses to send for us ({reply})" in err and err.count("\n") == 1
+    assert outbox(mailing) == [("ana", 1, "pending", 0), ("bo", 1, "pending", 0)]
+    assert main(["run", "--config", str(mailing.config_path)]) == 0  # the server relented
+    assert [r[2] for r in outbox(mailing)] == ["sent", "sent"]
+
+
+def test_implicit_tls_to_an_untrusted_server_is_an_error(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path]) -> None:
+    mailing.write_config(SUBSCRIBERS, extra=smtp_table(server.port).replace(
+        'security = "none"', 'security = "ssl"'))
+    dated(mailing.drop(shared_dumps[1]))
+    with pytest.raises(DeliveryError, match="TLS failed"):
+        run(mailing.config(), now=clock)
+    assert outbox(mailing) == [("ana", 1, "pending", 0), ("bo", 1, "pending", 0)]
+
+
+def test_mail_turned_off_in_the_config_cancels_what_is_queued(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path]) -> None:
+    dated(mailing.drop(shared_dumps[1]))
+    run(mailing.config(), now=clock, send=False)
+    mailing.write_config(SUBSCRIBERS.replace('email = "bo@example.org"',
+                                             'email = "bo@example.org"\nmail = false'),
+                         extra=smtp_table(server.port))
+    run(mailing.config(), now=clock)
+    assert [str(m["To"]) for m in server.recorder.messages()] == ["ana <ana@example.org>"]
+    assert [r[2] for r in outbox(mailing)] == ["sent", "failed"]
+
+
+def test_unsubscribe_covers_every_profile_with_that_address(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path]) -> None:
+    mailing.write_config(SUBSCRIBERS.replace("bo@example.org", "ana@example.org"),
+                         extra=smtp_table(server.port))
+    assert main(["unsubscribe", "ana@example.org", "--config", str(mailing.config_path)]) == 0
+    dated(mailing.drop(shared_dumps[1]))
+    run(mailing.config(), now=clock)
+    assert server.recorder.received == [] and outbox(mailing) == []
+
+
+def test_message_ids_differ_between_stores(project: Project, server: Server, clock: Clock,
+                                           shared_dumps: list[Path], tmp_path: Path) -> None:
+    ids = []
+    for folder in ("one", "two"):
+        project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
+        project.config_path.write_text(project.config_path.read_text().replace(
+            'data_dir = "data"', f'data_dir = "{folder}"'))
+        dated(project.drop(shared_dumps[1]))
+        run(project.config(), now=clock)
+        ids.append({str(m["Message-ID"]) for m in server.recorder.messages()})
+    assert len(ids[0]) == 2 and ids[1] - ids[0] and not (ids[1] - ids[0]) & ids[0]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('username = "u"', "[smtp].password_env: missing: a user name needs a password"),
+    ('ca_file = "config.toml"', "is not a readable PEM file of CA certificates"),
+])
+def test_smtp_config_problems(mailing: Project, server: Server, extra: str,
+                              message: str) -> None:
+    from digest.config import load_config
+
+    mailing.write_config(SUBSCRIBERS, extra=smtp_table(server.port, extra))
+    with pytest.raises(ConfigError) as info:
+        load_config(mailing.config_path)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("address", ["bo..smith@example.org", "a,b@example.org",
+                                     "josé@example.org", "ana@bücher.example"])
+def test_addresses_smtp_cannot_take_are_config_errors(tmp_path: Path, address: str) -> None:
+    from digest.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[[subscribers]]\nname = "x"\nemail = "{address}"\n')
+    with pytest.raises(ConfigError, match=r"\[subscribers\]\[0\]\.email"):
+        load_config(path)
+
+
+def test_a_damaged_secret_is_an_error_and_perms_are_tightened(tmp_path: Path) -> None:
+    from digest.errors import StoreError
+    from digest.tokens import load_secret
+
+    (tmp_path / "secret").write_text("")
+    with pytest.raises(StoreError, match="empty or too short; delete the file"):
+        load_secret(tmp_path)
+    (tmp_path / "secret").write_text("x" * 64)
+    os.chmod(tmp_path / "secret", 0o644)
+    assert load_secret(tmp_path) == b"x" * 64
+    assert stat.S_IMODE(os.stat(tmp_path / "secret").st_mode) == 0o600
+    fresh = tmp_path / "fresh"
+    assert load_secret(fresh, create=False) is None and not fresh.exists()
+    first = load_secret(fresh)
+    assert first is not None and len(first) == 64 and load_secret(fresh) == first
