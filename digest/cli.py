@@ -425,23 +425,28 @@ def _by_email(config: Any, store: Any, email: str) -> list[str]:
     return sorted(names)
 
 
+def _set_mail(config_path: str | None, email: str, stop: bool) -> list[str]:
+    from .lock import exclusive
+    from .store import Store
+
+    config = _config(config_path)
+    with exclusive(config.data_dir, "unsubscribe" if stop else "subscribe"):
+        store = Store.open(config.store_path)
+        try:
+            names = _by_email(config, store, email)
+            for name in names:
+                store.set_unsubscribed(name, datetime.now(UTC) if stop else None)
+        finally:
+            store.close()
+    return names
+
+
 @cli.command("unsubscribe")
 @click.argument("email")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def unsubscribe_cmd(email: str, config_path: str | None) -> None:
     """Stop e-mail to EMAIL (their history, feed and digests stay)."""
-    from .lock import exclusive
-    from .store import Store
-
-    config = _config(config_path)
-    with exclusive(config.data_dir, "unsubscribe"):
-        store = Store.open(config.store_path)
-        try:
-            names = _by_email(config, store, email)
-            for name in names:
-                store.set_unsubscribed(name, datetime.now(UTC))
-        finally:
-            store.close()
+    names = _set_mail(config_path, email, stop=True)
     click.echo(f"{', '.join(names)} <{email}>: unsubscribed, no more e-mail (pending mail "
                "cancelled)")
 
@@ -451,18 +456,7 @@ def unsubscribe_cmd(email: str, config_path: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def subscribe_cmd(email: str, config_path: str | None) -> None:
     """Resume e-mail to EMAIL, a subscriber in the config who had unsubscribed."""
-    from .lock import exclusive
-    from .store import Store
-
-    config = _config(config_path)
-    with exclusive(config.data_dir, "subscribe"):
-        store = Store.open(config.store_path)
-        try:
-            names = _by_email(config, store, email)
-            for name in names:
-                store.set_unsubscribed(name, None)
-        finally:
-            store.close()
+    names = _set_mail(config_path, email, stop=False)
     click.echo(f"{', '.join(names)} <{email}>: e-mail again from the next digest")
 
 

@@ -11,8 +11,9 @@ from conftest import DUMP_DAY, Clock
 from digest.errors import StoreError
 from digest.faults import InjectedFault
 from digest.models import Paper, ParsedDump
+from digest.schema import MIGRATIONS
 from digest.sources import read_dump
-from digest.store import MIGRATIONS, Store
+from digest.store import Store
 
 NEW_PER_DUMP = [103, 13, 47, 87, 68]
 

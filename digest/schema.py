@@ -1,0 +1,115 @@
+"""The store's schema: an append-only list of migrations (``PRAGMA user_version`` counts them).
+
+Never edit a migration that has shipped; add the next one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the spine
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('run', 'backfill')),
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE dumps (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER,
+        mtime_ns INTEGER,
+        shape TEXT NOT NULL,
+        page_date TEXT,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        ingested_at TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        new_papers INTEGER NOT NULL,
+        warnings TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX dumps_file ON dumps(path, size, mtime_ns);
+    CREATE TABLE papers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        title_norm TEXT NOT NULL,
+        arxiv_id TEXT,
+        title TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        authors INTEGER,
+        author_names TEXT NOT NULL DEFAULT '[]',
+        published TEXT,
+        date_raw TEXT,
+        upvotes INTEGER,
+        links TEXT NOT NULL DEFAULT '[]',
+        url TEXT,
+        first_run INTEGER NOT NULL REFERENCES runs(id),
+        first_dump INTEGER NOT NULL REFERENCES dumps(id),
+        first_seen TEXT NOT NULL
+    );
+    CREATE INDEX papers_title_norm ON papers(title_norm);
+    CREATE UNIQUE INDEX papers_arxiv ON papers(arxiv_id) WHERE arxiv_id IS NOT NULL;
+    CREATE INDEX papers_first_run ON papers(first_run);
+    CREATE TABLE sightings (
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        dump_id INTEGER NOT NULL REFERENCES dumps(id),
+        line INTEGER NOT NULL,
+        date_raw TEXT,
+        upvotes INTEGER,
+        PRIMARY KEY (paper_id, dump_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE subscribers (
+        name TEXT PRIMARY KEY,
+        cursor_run INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        last_issue INTEGER NOT NULL DEFAULT 0,
+        last_digest_at TEXT
+    );
+    CREATE TABLE issues (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber TEXT NOT NULL REFERENCES subscribers(name),
+        number INTEGER NOT NULL,
+        from_run INTEGER NOT NULL,
+        to_run INTEGER NOT NULL,
+        generated_at TEXT NOT NULL,
+        new_papers INTEGER NOT NULL,
+        matched INTEGER NOT NULL,
+        markdown_path TEXT,
+        html_path TEXT,
+        UNIQUE (subscriber, number)
+    );
+    CREATE TABLE issue_items (
+        issue_id INTEGER NOT NULL REFERENCES issues(id),
+        rank INTEGER NOT NULL,
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        score REAL NOT NULL,
+        matches TEXT NOT NULL,
+        PRIMARY KEY (issue_id, rank)
+    ) WITHOUT ROWID;
+    """,
+    # 2: e-mail delivery through an outbox
+    """
+    ALTER TABLE subscribers ADD COLUMN unsubscribed_at TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_id INTEGER NOT NULL UNIQUE REFERENCES issues(id),
+        subscriber TEXT NOT NULL REFERENCES subscribers(name),
+        recipient TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+    """,
+)
