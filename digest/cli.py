@@ -115,12 +115,13 @@ def _print_delivery(report: Any) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-send", is_flag=True, help="Queue e-mail but do not send it now.")
-def run_cmd(config_path: str | None, as_json: bool, no_send: bool) -> None:
+@click.option("--wait", is_flag=True, help="Wait for another run to finish instead of exiting.")
+def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -> None:
     """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail."""
     from .pipeline import run
 
     report = run(_config(config_path), report=_live_report(), send=not no_send,
-                 progress=_progress())
+                 progress=_progress(), wait=wait)
     if as_json:
         click.echo(json.dumps({**_report_dict(report),
                                "email": _delivery_dict(report.delivery)}, indent=2))
@@ -423,6 +424,35 @@ def _by_email(config: Any, store: Any, email: str) -> list[str]:
         raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
                          "are added there, under [[subscribers]]")
     return sorted(names)
+
+
+def _log_line(line: str) -> None:
+    click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} digest: {line}", err=True)
+
+
+@cli.command("daemon")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--once", is_flag=True, help="Run every due job once and exit (cron, timers).")
+@click.option("--wait", is_flag=True, help="Wait for a running daemon to stop, then start.")
+def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
+    """Poll the sources and publish each digest on its cadence, until stopped."""
+    import signal
+    import threading
+
+    from .daemon import Daemon
+
+    config = _config(config_path)
+    if config.smtp is not None:
+        config.smtp.password()  # missing: an error now, not at the first due digest
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        _log_line(f"{signal.Signals(signum).name}: finishing the current step, then exiting")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Daemon(config, log=_log_line).serve(stop, once=once, wait=wait)
 
 
 def _set_mail(config_path: str | None, email: str, stop: bool) -> list[str]:

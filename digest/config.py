@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .cadence import parse_cadence
 from .errors import ConfigError
 from .models import Keyword, Profile
 
@@ -108,6 +109,8 @@ class Config:
     subscribers: tuple[Profile, ...]
     intro: str = ""
     smtp: SmtpConfig | None = None
+    sources: tuple[SourceConfig, ...] = ()
+    poll_interval: float = 600.0
 
     @property
     def store_path(self) -> Path:
@@ -243,12 +246,19 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
 
 
 _DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
-                "also_new", "templates", "timezone", "intro")
+                "also_new", "templates", "timezone", "intro", "poll_interval")
 _SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed",
-                    "mail")
+                    "mail", "cadence", "timezone")
+_SOURCE_KEYS = ("name", "type", "url", "date", "query", "max_results", "path")
+SOURCE_TYPES = ("hf-daily", "hf-page", "arxiv", "feed", "folder")
+DEFAULT_SOURCE_URLS = {
+    "hf-daily": "https://huggingface.co/api/daily_papers",
+    "hf-page": "https://huggingface.co/papers",
+    "arxiv": "https://export.arxiv.org/api/query",
+}
 _SMTP_KEYS = ("host", "port", "security", "username", "password_env", "from", "reply_to",
               "max_per_minute", "timeout", "ca_file", "unsubscribe_mailto")
-_TOP_KEYS = ("digest", "subscribers", "smtp")
+_TOP_KEYS = ("digest", "subscribers", "smtp", "sources")
 _DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
@@ -287,7 +297,110 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         max_items=max(1, max_items),
         feed=_typed(check, "subscribers", index, data, "feed", bool, True, "true or false"),
         mail=_typed(check, "subscribers", index, data, "mail", bool, True, "true or false"),
+        cadence=_cadence(check, index, data), timezone=_zone(check, "subscribers", index, data),
     )
+
+
+def _cadence(check: _Checker, index: int, data: dict[str, Any]) -> str:
+    text: str = _typed(check, "subscribers", index, data, "cadence", str, "immediate",
+                       "a cadence string")
+    try:
+        return str(parse_cadence(text))
+    except ValueError as exc:
+        check.add("subscribers", index, "cadence", str(exc))
+        return "immediate"
+
+
+def _zone(check: _Checker, table: str, index: int | None, data: dict[str, Any]) -> str | None:
+    name: str | None = _typed(check, table, index, data, "timezone", str, None,
+                              "an IANA zone name")
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        check.add(table, index, "timezone",
+                  f"unknown time zone {name!r} (use a name like 'Europe/Berlin')")
+        return None
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """A place the daemon fetches papers from."""
+
+    name: str
+    type: str
+    url: str | None = None
+    date: str | None = None  # hf-daily: a YYYY-MM-DD listing instead of today's
+    query: str | None = None  # arxiv: the search_query
+    max_results: int = 100
+    path: Path | None = None  # folder
+
+
+def _source(base: Path, check: _Checker, index: int, data: Any,
+            names: set[str]) -> SourceConfig | None:
+    if not isinstance(data, dict):
+        check.add("sources", index, None, "expected a [[sources]] table")
+        return None
+    check.unknown("sources", index, data, _SOURCE_KEYS)
+    name = _typed(check, "sources", index, data, "name", str, None, "a string")
+    kind = _typed(check, "sources", index, data, "type", str, None, "a source type")
+    for key, value in (("name", name), ("type", kind)):
+        if value is None and key not in data:
+            check.add("sources", index, key, "missing: every source needs one")
+    if name is not None and (not _NAME.match(name) or name in names):
+        check.add("sources", index, "name", f"{name!r}: use a unique lower-case name "
+                  "(letters, digits, '-', '_'); it names the files fetched")
+    if kind is not None and kind not in SOURCE_TYPES:
+        close = difflib.get_close_matches(kind, SOURCE_TYPES, n=1)
+        check.add("sources", index, "type", f"{kind!r} is not one of {', '.join(SOURCE_TYPES)}"
+                  + (f"; did you mean {close[0]!r}?" if close else ""))
+        kind = None
+    url = _typed(check, "sources", index, data, "url", str, None, "a URL")
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        check.add("sources", index, "url", f"{url!r} is not an http(s) URL")
+    if kind == "feed" and url is None:
+        check.add("sources", index, "url", "missing: a feed source needs the feed's URL")
+    if kind == "arxiv" and "query" not in data:
+        check.add("sources", index, "query", "missing: an arxiv source needs a search query, "
+                  "e.g. \"cat:cs.CV AND abs:CLIP\"")
+    path = None
+    if kind == "folder":
+        if "path" not in data:
+            check.add("sources", index, "path", "missing: a folder source needs a path")
+        else:
+            path = _path(base, check, data, "path", "", table="sources")
+    max_results = _typed(check, "sources", index, data, "max_results", int, 100, "an integer")
+    if not 0 < max_results <= 2000:
+        check.add("sources", index, "max_results", f"must be 1 to 2000, got {max_results}")
+    date_text = _typed(check, "sources", index, data, "date", str, None, "a YYYY-MM-DD date")
+    if date_text is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date_text):
+        check.add("sources", index, "date", f"{date_text!r} is not a YYYY-MM-DD date")
+    if name is None or kind is None:
+        return None
+    names.add(name)
+    return SourceConfig(name, kind, url or DEFAULT_SOURCE_URLS.get(kind), date_text,
+                        _typed(check, "sources", index, data, "query", str, None, "a string"),
+                        max_results, path)
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hours?)?\s*$", re.I)
+
+
+def _interval(check: _Checker, data: dict[str, Any]) -> float:
+    value = data.get("poll_interval", "10m")
+    seconds = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _INTERVAL.match(value)):
+        unit = (m[2] or "s").lower()[0]
+        seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600}[unit]
+    if seconds is None or not (math.isfinite(seconds) and seconds >= 1):
+        check.add("digest", None, "poll_interval",
+                  f"expected seconds or a duration like \"10m\", got {_describe(value)}")
+        return 600.0
+    return seconds
 
 
 def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | None:
@@ -360,6 +473,15 @@ def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: 
     return (base / os.path.expanduser(value)).resolve()
 
 
+def _sources(base: Path, check: _Checker, raw: Any) -> tuple[SourceConfig, ...]:
+    if not isinstance(raw, list):
+        check.add("", None, "sources", "expected [[sources]] tables")
+        return ()
+    names: set[str] = set()
+    found = [_source(base, check, i, s, names) for i, s in enumerate(raw)]
+    return tuple(s for s in found if s is not None)
+
+
 def parse_config(path: Path, text: str) -> Config:
     """Check config text; raise ConfigError listing every problem."""
     try:
@@ -423,6 +545,8 @@ def parse_config(path: Path, text: str) -> Config:
         templates=templates, timezone=timezone,
         intro=_typed(check, "digest", None, digest, "intro", str, "", "a string (Markdown)"),
         smtp=_smtp(base, path, check, raw.get("smtp")),
+        sources=_sources(base, check, raw.get("sources", [])),
+        poll_interval=_interval(check, digest),
         subscribers=tuple(s for s in subscribers if s is not None),
     )
     if check.problems:

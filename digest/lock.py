@@ -19,10 +19,12 @@ from .errors import LockedError, StoreError
 
 
 @contextmanager
-def exclusive(data_dir: Path, what: str) -> Iterator[None]:
-    """Hold ``data_dir/digest.lock`` for the duration, or raise LockedError at once."""
-    lock = data_dir / "digest.lock"
-    holder = data_dir / "digest.lock.holder"
+def exclusive(data_dir: Path, what: str, *, wait: bool = False,
+              name: str = "digest") -> Iterator[None]:
+    """Hold ``data_dir/<name>.lock`` for the duration, or raise LockedError at once
+    (with ``wait``, queue until the holder lets go)."""
+    lock = data_dir / f"{name}.lock"
+    holder = data_dir / f"{name}.lock.holder"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -30,14 +32,15 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
         raise StoreError(f"{data_dir}: cannot create the lock file: {exc.strerror}") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
                 who = holder.read_text(encoding="utf-8").strip()
             except OSError:
                 who = ""
             raise LockedError(f"{lock}: held by {who or 'another digest process'}; wait for "
-                              "it to finish (or stop it) and try again") from None
+                              "it to finish (or stop it) and try again, or pass --wait"
+                              ) from None
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         holder.write_text(f"digest {what} (pid {os.getpid()} on {socket.gethostname()}, "
                           f"since {stamp})\n", encoding="utf-8")

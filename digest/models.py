@@ -73,6 +73,8 @@ class Profile:
     max_items: int = 20
     feed: bool = True
     mail: bool = True  # e-mail this subscriber's digests (when [smtp] is configured)
+    cadence: str = "immediate"  # when the daemon publishes (see cadence.py)
+    timezone: str | None = None  # the subscriber's zone for the cadence (None: digest-wide)
 
 
 @dataclass(frozen=True, slots=True)

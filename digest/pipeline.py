@@ -8,7 +8,7 @@ does the same against an in-memory copy of the store and writes nothing.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -119,7 +119,8 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
 
 def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  only: str | None = None, persist: bool = True,
-                 mail: MailContext | None = None) -> list[Rendered]:
+                 mail: MailContext | None = None,
+                 due: Collection[str] | None = None) -> list[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one).
 
     A subscriber the store has not registered yet gets none: registration happens with
@@ -131,7 +132,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
     corpora: dict[int, tuple[list[Paper], Corpus, datetime | None]] = {}
     out: list[Rendered] = []
     for profile in config.subscribers:
-        if only is not None and profile.name != only:
+        if (only is not None and profile.name != only) or (due is not None and
+                                                            profile.name not in due):
             continue
         cursor = store.cursor(profile.name)
         if cursor is None or cursor.run >= upto:
@@ -214,8 +216,13 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
 
 def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report: RunReport | None = None, send: bool = True,
-        progress: Callable[[str], None] | None = None) -> RunReport:
-    """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail."""
+        progress: Callable[[str], None] | None = None, due: Collection[str] | None = None,
+        wait: bool = False) -> RunReport:
+    """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail.
+
+    With ``due`` only those subscribers get a digest now (the daemon's cadences); the
+    others' new papers wait for their own slot. ``wait`` queues behind another run.
+    """
     report = report or RunReport()
     if config.smtp is not None:
         config.smtp.password()  # a missing password is an error before anything is rendered
@@ -224,20 +231,21 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = Renderer(config.templates)
     renderer.check()  # a broken template is reported before anything is ingested
-    with exclusive(config.data_dir, "run"):
-        _run_locked(config, renderer, now, extra, report, send, progress)
+    with exclusive(config.data_dir, "run", wait=wait):
+        _run_locked(config, renderer, now, extra, report, send, progress, due)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
-                report: RunReport, send: bool, progress: Callable[[str], None] | None) -> None:
+                report: RunReport, send: bool, progress: Callable[[str], None] | None,
+                due: Collection[str] | None) -> None:
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
         checkpoint("run:after-ingest")
         mail = MailContext.of(config, store)
-        for rendered in make_digests(store, config, renderer, now, mail=mail):
+        for rendered in make_digests(store, config, renderer, now, mail=mail, due=due):
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,

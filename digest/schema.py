@@ -112,4 +112,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
     """,
+    # 3: the scheduler's memory and the live sources' conditional-GET state
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        last_slot TEXT,
+        last_run TEXT NOT NULL
+    );
+    CREATE TABLE source_state (
+        name TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        last_fetch TEXT,
+        last_status TEXT,
+        last_error TEXT
+    );
+    """,
 )

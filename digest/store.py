@@ -504,6 +504,42 @@ class Store:
                                  " FROM subscribers ORDER BY name")
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    # -- the scheduler and live sources ------------------------------------------------------
+    def job_slot(self, name: str) -> datetime | None:
+        """The scheduled slot a job last completed (None if never)."""
+        row = self.conn.execute("SELECT last_slot FROM jobs WHERE name = ?", (name,)).fetchone()
+        return _parse_ts(row[0]) if row and row[0] else None
+
+    def set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
+        """Remember that a job ran now, for ``slot``: a restart will not repeat it."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO jobs (name, last_slot, last_run) VALUES (?, ?, ?) ON CONFLICT(name)"
+                " DO UPDATE SET last_slot = coalesce(excluded.last_slot, last_slot),"
+                " last_run = excluded.last_run",
+                (name, _ts(slot) if slot else None, _ts(now)))
+
+    def source_validators(self, name: str) -> tuple[str | None, str | None]:
+        """The (ETag, Last-Modified) of a source's last good fetch."""
+        row = self.conn.execute("SELECT etag, last_modified FROM source_state WHERE name = ?",
+                                (name,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_source_state(self, name: str, now: datetime, status: str, error: str | None = None,
+                         etag: str | None = None, last_modified: str | None = None,
+                         keep_validators: bool = True) -> None:
+        """Record how a fetch went (validators replaced only after a good 200)."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO source_state (name, etag, last_modified, last_fetch, last_status,"
+                " last_error) VALUES (:name, :etag, :lm, :now, :status, :error)"
+                " ON CONFLICT(name) DO UPDATE SET last_fetch = :now, last_status = :status,"
+                " last_error = :error,"
+                " etag = CASE WHEN :keep THEN etag ELSE :etag END,"
+                " last_modified = CASE WHEN :keep THEN last_modified ELSE :lm END",
+                {"name": name, "etag": etag, "lm": last_modified, "now": _ts(now),
+                 "status": status, "error": error, "keep": int(keep_validators)})
+
     def integrity_ok(self) -> bool:
         """PRAGMA integrity_check says ok."""
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -14,9 +14,9 @@ from types import ModuleType
 
 from ..errors import InputError
 from ..models import ParsedDump
-from . import hf_text
+from . import feeds, hf_html, hf_json, hf_text
 
-PARSERS: tuple[ModuleType, ...] = (hf_text,)
+PARSERS: tuple[ModuleType, ...] = (hf_text, hf_json, hf_html, feeds)
 _MIN_CONFIDENCE = 0.5
 
 
@@ -46,7 +46,7 @@ def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
             "papers page: title lines each followed by an abstract); remove it from the inbox",
         )
     parsed: ParsedDump = best.parse(path, text, today=today)
-    if not parsed.papers:
+    if not parsed.papers and best is hf_text:
         raise InputError(path, "not a page dump: it has a page header but no paper entries")
     return parsed
 

@@ -1,0 +1,115 @@
+"""The daemon: one poll over five sources, and memory held after 1,000 polls.
+
+    python bench/daemon_bench.py [--polls 1000]
+
+Serves fixture documents (the JSON API, an HTML page, an arXiv Atom result, an RSS feed)
+from a real HTTP server on 127.0.0.1, plus a folder source, and times a daemon tick:
+first with every document new, then with every source unchanged (304s), beside the
+naive way of fetching without validators (every poll downloads and re-parses everything).
+Then it runs --polls ticks of an unchanged source and prints the resident memory before
+and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from webserver import Web  # type: ignore[import-not-found]  # noqa: E402
+
+from digest.config import load_config  # noqa: E402
+from digest.daemon import Daemon  # noqa: E402
+from digest.store import Store  # noqa: E402
+
+LIVE = HERE.parent / "tests" / "data" / "live"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--polls", type=int, default=1000)
+    args = parser.parse_args()
+    web = Web({"/api/daily_papers": (LIVE / "daily.json", "application/json"),
+               "/papers": (LIVE / "page.html", "text/html"),
+               "/api/query": (LIVE / "arxiv.xml", "application/atom+xml"),
+               "/blog.rss": (LIVE / "blog.rss", "application/rss+xml")}).start()
+    work = Path(tempfile.mkdtemp(prefix="digest-daemon-bench-"))
+    (work / "inbox").mkdir()
+    (work / "folder").mkdir()
+    shutil.copy(HERE.parent / "tests" / "data" / "shape_meta.txt", work / "folder")
+    sources = "".join(
+        f'[[sources]]\nname = "{n}"\ntype = "{t}"\nurl = "{web.url(p)}"\n{x}\n'
+        for n, t, p, x in (("hf", "hf-daily", "/api/daily_papers", ""),
+                           ("page", "hf-page", "/papers", ""),
+                           ("arxiv", "arxiv", "/api/query", 'query = "cat:cs.CV"'),
+                           ("blog", "feed", "/blog.rss", "")))
+    (work / "config.toml").write_text(
+        '[digest]\nsite_url = "https://bench.example.org/"\n'
+        '[[subscribers]]\nname = "ana"\nkeywords = ["CLIP", "medical"]\n'
+        f'{sources}[[sources]]\nname = "lab"\ntype = "folder"\npath = "folder"\n')
+    config = load_config(work / "config.toml")
+    clock = [datetime(2026, 11, 23, 8, tzinfo=UTC)]
+
+    def now() -> datetime:
+        return clock[0]
+
+    daemon = Daemon(config, now=now, sleep=lambda _s: None)
+    start = time.perf_counter()
+    first = daemon.tick()
+    t_first = time.perf_counter() - start
+    clock[0] += timedelta(minutes=10)
+    start = time.perf_counter()
+    second = daemon.tick()
+    t_second = time.perf_counter() - start
+
+    store = Store.open(config.store_path)  # naive: forget the validators, fetch it all again
+    store.conn.execute("DELETE FROM source_state")
+    store.close()
+    clock[0] += timedelta(minutes=10)
+    start = time.perf_counter()
+    naive = daemon.tick()
+    t_naive = time.perf_counter() - start
+    print(f"poll + run over 5 sources, all new:       {t_first * 1000:7.1f} ms "
+          f"({len(first.poll.saved)} fetched, {first.run.new_papers if first.run else 0} "
+          "new papers)")
+    print(f"poll + run, all unchanged (4 x 304):      {t_second * 1000:7.1f} ms "
+          f"({len(second.poll.unchanged)} unchanged)")
+    print(f"poll + run without validators (naive):    {t_naive * 1000:7.1f} ms "
+          f"({len(naive.poll.saved)} downloaded again) -> 304s are "
+          f"{t_naive / t_second:.1f}x cheaper")
+
+    single = load_config(work / "config.toml")
+    single = type(single)(**{**{f: getattr(single, f) for f in single.__dataclass_fields__},
+                             "sources": single.sources[:1]})
+    one = Daemon(single, now=now, sleep=lambda _s: None)
+    one.tick()
+    before = rss_mb()
+    start = time.perf_counter()
+    for _ in range(args.polls):
+        clock[0] += timedelta(minutes=10)
+        one.tick()
+    elapsed = time.perf_counter() - start
+    after = rss_mb()
+    web.stop()
+    print(f"{args.polls} polls of an unchanged source: {elapsed:.1f} s "
+          f"({elapsed / args.polls * 1000:.1f} ms each); resident memory {before:.1f} MB "
+          f"before, {after:.1f} MB after ({after - before:+.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""``digest daemon``: poll the sources and publish each digest on its cadence, unattended.
+
+The ``schedule`` package only provides the poll tick; which digests are due is worked out
+by cadence.py against the slots remembered in the store, so a daemon started after
+downtime publishes one catch-up digest per subscriber and a restart never repeats one.
+One daemon per data folder (``daemon.lock``); each tick also takes the run lock, so a
+``digest run`` by hand never overlaps a tick. SIGTERM and SIGINT let the current tick
+finish, then the daemon exits 0.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import schedule
+
+from .cadence import is_due, latest_slot, parse_cadence
+from .config import Config
+from .errors import DigestError
+from .fetch import PollReport, poll
+from .lock import exclusive
+from .models import RunReport
+from .pipeline import run
+from .store import Store
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class TickReport:
+    """What one tick did."""
+
+    poll: PollReport
+    due: list[str]
+    run: RunReport | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    """The scheduler; ``tick`` is one poll-and-publish step, driven by any clock."""
+
+    def __init__(self, config: Config, *, now: Clock = _utc_now,
+                 log: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, http_timeout: float = 30.0,
+                 send: bool = True) -> None:
+        self.config = config
+        self.now = now
+        self.log = log or (lambda _line: None)
+        self.sleep = sleep
+        self.http_timeout = http_timeout
+        self.send = send
+
+    def due(self, store: Store, moment: datetime) -> dict[str, datetime | None]:
+        """Subscribers owed a digest at ``moment``, with the slot it is for."""
+        owed: dict[str, datetime | None] = {}
+        for p in self.config.subscribers:
+            cadence = parse_cadence(p.cadence)
+            zone = ZoneInfo(p.timezone or self.config.timezone)
+            if is_due(cadence, zone, moment, store.job_slot(f"digest:{p.name}")):
+                owed[p.name] = latest_slot(cadence, zone, moment)
+        return owed
+
+    def tick(self) -> TickReport:
+        """Poll every source, then publish the digests that are due."""
+        moment = self.now()
+        store = Store.open(self.config.store_path)
+        try:
+            polled = (poll(self.config, store, now=self.now, timeout=self.http_timeout,
+                           sleep=self.sleep, log=self.log)
+                      if self.config.sources else PollReport())
+            owed = self.due(store, moment)
+        finally:
+            store.close()
+        report = TickReport(polled, sorted(owed))
+        for name, reason in polled.failed:
+            report.errors.append(f"source {name}: {reason}")
+        report.run = run(self.config, now=self.now, extra=polled.folders, due=set(owed),
+                         send=self.send, report=RunReport(sink=self.log), wait=True)
+        store = Store.open(self.config.store_path)
+        try:  # after the run: a crash before this only makes the next tick look again
+            for name, slot in owed.items():
+                store.set_job_slot(f"digest:{name}", slot, moment)
+            store.set_job_slot("poll", None, moment)
+        finally:
+            store.close()
+        digests = ", ".join(f"{d['subscriber']} #{d['issue']}" for d in report.run.digests)
+        self.log(f"tick: {len(polled.saved)} fetched, {len(polled.unchanged)} unchanged, "
+                 f"{len(polled.failed)} failed; {report.run.new_papers} new papers; "
+                 f"digests: {digests or 'none'}")
+        return report
+
+    def safe_tick(self) -> TickReport | None:
+        """A tick whose failure is logged, never fatal: the daemon lives on."""
+        try:
+            return self.tick()
+        except DigestError as exc:
+            self.log(f"error: {exc}")
+        except Exception as exc:  # a bug must not stop a months-long daemon
+            self.log(f"internal error: {type(exc).__name__}: {exc} (run `digest run --debug` "
+                     "to see the traceback, and please report it)")
+        return None
+
+    def serve(self, stop: threading.Event, *, once: bool = False, wait: bool = False) -> None:
+        """Run until ``stop`` is set (or one tick with ``once``), holding the daemon lock."""
+        with exclusive(self.config.data_dir, "daemon", wait=wait, name="daemon"):
+            self.log(f"daemon started: polling every {self.config.poll_interval:g} s, "
+                     f"{len(self.config.sources)} source(s), "
+                     f"{len(self.config.subscribers)} subscriber(s)")
+            self.safe_tick()  # at start: catch up on whatever was missed while down
+            if once:
+                return
+            ticker = schedule.Scheduler()
+            ticker.every(max(1, round(self.config.poll_interval))).seconds.do(self.safe_tick)
+            while not stop.is_set():
+                ticker.run_pending()
+                idle = ticker.idle_seconds
+                stop.wait(timeout=min(1.0, max(0.05, idle if idle is not None else 1.0)))
+            self.log("daemon stopping: the last tick finished, the store is consistent")

@@ -1,0 +1,135 @@
+"""Fetching live sources into the inbox, politely (the poll stage of the daemon).
+
+Every fetched document is saved as a dump in the inbox, so a run is reproducible from
+dumps and the diff treats all sources alike. Requests carry a User-Agent naming digest,
+time out, retry transient failures with back-off (honouring Retry-After), and send the
+last ETag / Last-Modified so an unchanged source costs one 304. arXiv asks for one
+request every 3 seconds. A failing source is reported and skipped; the others still run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from . import __version__
+from .config import Config, SourceConfig
+from .errors import InputError
+from .fsutil import atomic_write
+from .sources import decode, inbox_files, parse_text
+from .store import Store
+
+Clock = Callable[[], datetime]
+TRIES = 3
+ARXIV_SPACING = 3.0  # seconds between requests, as arXiv's terms of use ask
+_EXTENSIONS = {"hf-daily": "json", "hf-page": "html", "arxiv": "xml", "feed": "xml"}
+_last_arxiv = 0.0
+
+
+@dataclass(slots=True)
+class PollReport:
+    """What one poll of the sources did."""
+
+    saved: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)  # dumps to ingest from folder sources
+
+
+def user_agent(config: Config) -> str:
+    """``digest/0.1 (+https://example.org/digest/)``."""
+    return f"digest/{__version__} (+{config.site_url or 'https://pypi.org/project/digest/'})"
+
+
+def _params(source: SourceConfig) -> dict[str, str]:
+    if source.type == "hf-daily" and source.date:
+        return {"date": source.date}
+    if source.type == "arxiv":
+        return {"search_query": source.query or "", "start": "0",
+                "max_results": str(source.max_results), "sortBy": "submittedDate",
+                "sortOrder": "descending"}
+    return {}
+
+
+def _get(client: httpx.Client, source: SourceConfig, headers: dict[str, str],
+         sleep: Callable[[float], None]) -> httpx.Response:
+    """GET with bounded retries on time-outs, connection errors, 429 and 5xx."""
+    global _last_arxiv
+    assert source.url is not None
+    for attempt in range(1, TRIES + 1):
+        if source.type == "arxiv":
+            wait = _last_arxiv + ARXIV_SPACING - time.monotonic()
+            if wait > 0:
+                sleep(wait)
+            _last_arxiv = time.monotonic()
+        try:
+            response = client.get(source.url, params=_params(source), headers=headers)
+        except httpx.TransportError:
+            if attempt == TRIES:
+                raise
+            sleep(2.0 ** (attempt - 1))
+            continue
+        if response.status_code == 429 or response.status_code >= 500:
+            if attempt == TRIES:
+                return response
+            retry_after = response.headers.get("Retry-After", "")
+            delay = float(retry_after) if retry_after.isdigit() else 2.0 ** (attempt - 1)
+            sleep(min(delay, 60.0))
+            continue
+        return response
+    raise AssertionError("unreachable")
+
+
+def fetch_source(client: httpx.Client, config: Config, store: Store, source: SourceConfig,
+                 now: Clock, sleep: Callable[[float], None], report: PollReport) -> None:
+    """Fetch one source; save a new document as a dump, or note it unchanged."""
+    etag, modified = store.source_validators(source.name)
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if modified:
+        headers["If-Modified-Since"] = modified
+    response = _get(client, source, headers, sleep)
+    if response.status_code == 304:
+        store.set_source_state(source.name, now(), "304")
+        report.unchanged.append(source.name)
+        return
+    if response.status_code != 200:
+        raise RuntimeError(f"HTTP {response.status_code} {response.reason_phrase}")
+    stamp = now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = config.inbox / f"{source.name}-{stamp}.{_EXTENSIONS[source.type]}"
+    text = decode(str(target), response.content)
+    parse_text(str(target), text, today=now().date())  # malformed: an error, nothing saved
+    atomic_write(target, text.encode("utf-8"))
+    store.set_source_state(source.name, now(), "200", etag=response.headers.get("ETag"),
+                           last_modified=response.headers.get("Last-Modified"),
+                           keep_validators=False)
+    report.saved.append(str(target))
+
+
+def poll(config: Config, store: Store, *, now: Clock, timeout: float = 30.0,
+         sleep: Callable[[float], None] = time.sleep,
+         log: Callable[[str], None] | None = None) -> PollReport:
+    """Fetch every configured source once; each failure is reported, never fatal."""
+    report = PollReport()
+    say = log or (lambda _line: None)
+    headers = {"User-Agent": user_agent(config)}
+    with httpx.Client(timeout=timeout, headers=headers, follow_redirects=True) as client:
+        for source in config.sources:
+            if source.type == "folder":
+                assert source.path is not None
+                report.folders.extend(inbox_files(source.path))
+                continue
+            try:
+                fetch_source(client, config, store, source, now, sleep, report)
+            except (httpx.HTTPError, RuntimeError, InputError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                store.set_source_state(source.name, now(), "error", reason)
+                report.failed.append((source.name, reason))
+                say(f"source {source.name}: {reason} (skipped; will try again next poll)")
+    return report

@@ -1,0 +1,155 @@
+"""Live sources served from a real HTTP server on 127.0.0.1: parsing, ETag/304, failures."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DATA, Clock, Project, dated
+from webserver import Web
+
+from digest.daemon import Daemon
+from digest.store import Store
+
+LIVE = DATA / "live"
+ROUTES = {
+    "/api/daily_papers": (LIVE / "daily.json", "application/json"),
+    "/papers": (LIVE / "page.html", "text/html; charset=utf-8"),
+    "/api/query": (LIVE / "arxiv.xml", "application/atom+xml"),
+    "/blog.rss": (LIVE / "blog.rss", "application/rss+xml"),
+}
+
+
+@pytest.fixture
+def web() -> Iterator[Web]:
+    w = Web(ROUTES).start()
+    yield w
+    w.stop()
+
+
+def sources_config(project: Project, web: Web) -> None:
+    folder = project.root / "shared-folder"
+    folder.mkdir(exist_ok=True)
+    dated(Path(shutil.copy(DATA / "shape_blank.txt", folder / "dump.txt")))
+    project.write_config(
+        '[[subscribers]]\nname = "all"\nmax_items = 1000\n'
+        '[[subscribers]]\nname = "ana"\nkeywords = ["CLIP", "medical"]\n',
+        extra=f"""also_new = 1000
+[[sources]]
+name = "hf"
+type = "hf-daily"
+url = "{web.url('/api/daily_papers')}"
+[[sources]]
+name = "hfpage"
+type = "hf-page"
+url = "{web.url('/papers')}"
+[[sources]]
+name = "arxiv-cv"
+type = "arxiv"
+url = "{web.url('/api/query')}"
+query = "cat:cs.CV"
+max_results = 50
+[[sources]]
+name = "blog"
+type = "feed"
+url = "{web.url('/blog.rss')}"
+[[sources]]
+name = "lab"
+type = "folder"
+path = "shared-folder"
+""")
+
+
+def daemon(project: Project, clock: Clock, naps: list[float] | None = None) -> Daemon:
+    return Daemon(project.config(), now=clock, sleep=(naps.append if naps is not None
+                                                      else lambda _s: None),
+                  http_timeout=0.5, send=False)
+
+
+def stored(project: Project) -> dict[str, tuple[str | None, int | None, int | None]]:
+    store = Store.open(project.config().store_path)
+    try:
+        return {p.title: (p.arxiv_id, p.authors, p.upvotes) for p in store.papers_after(0, 99)}
+    finally:
+        store.close()
+
+
+def test_every_source_parses_and_the_same_paper_is_one_paper(project: Project, web: Web,
+                                                             clock: Clock) -> None:
+    sources_config(project, web)
+    report = daemon(project, clock).tick()
+    assert report.poll.failed == [] and len(report.poll.saved) == 4
+    assert {Path(p).name.split("-2026")[0] for p in report.poll.saved} == {
+        "hf", "hfpage", "arxiv-cv", "blog"}
+    papers = stored(project)
+    assert papers["Contrastive CLIP Pretraining on Curated Pairs"] == ("2611.00001", 2, 42)
+    assert papers["Medical Report Grounding for Radiology Models"][0] == "2611.00002"
+    assert papers["Pruning Vision Transformers Without Retraining"] == ("2611.00006", 2, None)
+    assert papers["Quantized KV Caches for Long Context"][0] == "2611.00005"
+    assert papers["Graph Transformers & Spectral Encodings"][0] == "2611.00004"
+    assert "Self-Supervised Ultrasound Pretraining" in papers
+    assert "Tiny Benchmarks for Parser Testing" in papers  # from the folder source
+    # 3 from JSON + 2 more from HTML + 1 more from arXiv + 1 more from RSS + 4 from the folder
+    assert len(papers) == 3 + 2 + 1 + 1 + 4
+    assert report.run is not None and report.run.new_papers == 11
+    query = [path for path, _ in web.requests if path.startswith("/api/query")]
+    assert query and "search_query=cat%3Acs.CV" in query[0] and "max_results=50" in query[0]
+    assert all(h.get("User-Agent", "").startswith("digest/") for _, h in web.requests)
+
+
+def test_an_unchanged_source_costs_a_304(project: Project, web: Web, clock: Clock) -> None:
+    sources_config(project, web)
+    daemon(project, clock).tick()
+    files = sorted(p.name for p in project.inbox.iterdir())
+    web.requests.clear()
+    clock.tick(1)
+    report = daemon(project, clock).tick()
+    assert sorted(report.poll.unchanged) == ["arxiv-cv", "blog", "hf", "hfpage"]
+    assert sorted(p.name for p in project.inbox.iterdir()) == files
+    assert all(h.get("If-None-Match", "").startswith('"') for _, h in web.requests)
+    assert report.run is not None and report.run.new_papers == 0
+
+
+@pytest.mark.parametrize("fault", ["500", "slow", "junk"])
+def test_a_failing_source_is_reported_and_the_others_go_on(project: Project, web: Web,
+                                                           clock: Clock, fault: str) -> None:
+    sources_config(project, web)
+    web.faults["/api/daily_papers"] = fault
+    naps: list[float] = []
+    report = daemon(project, clock, naps).tick()
+    assert [name for name, _ in report.poll.failed] == ["hf"]
+    assert sorted(Path(p).name.split("-2026")[0] for p in report.poll.saved) == [
+        "arxiv-cv", "blog", "hfpage"]
+    if fault in ("500", "slow"):
+        assert naps[:2] == [1.0, 2.0]  # retried with back-off before giving up
+    before = stored(project)
+    assert "Contrastive CLIP Pretraining on Curated Pairs" in before  # from the HTML page
+    del web.faults["/api/daily_papers"]
+    clock.tick(1)
+    report = daemon(project, clock).tick()
+    assert report.poll.failed == [] and len(report.poll.saved) == 1
+    after = stored(project)
+    assert set(before) <= set(after)
+    assert after["Contrastive CLIP Pretraining on Curated Pairs"] == ("2611.00001", 2, 42)
+
+
+def test_retry_after_is_honoured(project: Project, web: Web, clock: Clock) -> None:
+    sources_config(project, web)
+    web.faults["/blog.rss"] = "429"
+    naps: list[float] = []
+    report = daemon(project, clock, naps).tick()
+    assert report.poll.failed == [] and 7.0 in naps
+
+
+def test_arxiv_gets_one_request_every_three_seconds(project: Project, web: Web,
+                                                    clock: Clock) -> None:
+    project.write_config('[[subscribers]]\nname = "all"\n', extra="".join(
+        f'[[sources]]\nname = "ax{i}"\ntype = "arxiv"\nurl = "{web.url("/api/query")}"\n'
+        f'query = "cat:cs.CV"\n' for i in range(3)))
+    naps: list[float] = []
+    report = daemon(project, clock, naps).tick()
+    assert len(report.poll.saved) == 3 and report.poll.failed == []
+    assert report.run is not None and len(report.run.dumps_duplicate) == 2  # same content
+    assert len(naps) >= 2 and all(2.0 < n <= 3.0 for n in naps[-2:])
