@@ -445,14 +445,19 @@ def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
     if config.smtp is not None:
         config.smtp.password()  # missing: an error now, not at the first due digest
     stop = threading.Event()
+    daemon = Daemon(config, log=_log_line)
 
     def on_signal(signum: int, _frame: object) -> None:
+        if not daemon.started:  # still waiting for the lock: nothing to finish
+            _log_line(f"{signal.Signals(signum).name}: stopped before starting")
+            raise SystemExit(0)
         _log_line(f"{signal.Signals(signum).name}: finishing the current step, then exiting")
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    Daemon(config, log=_log_line).serve(stop, once=once, wait=wait)
+    if not daemon.serve(stop, once=once, wait=wait):
+        raise SystemExit(1)  # --once: the tick failed (see the log lines above)
 
 
 def _set_mail(config_path: str | None, email: str, stop: bool) -> list[str]:

@@ -58,6 +58,7 @@ class Daemon:
         self.sleep = sleep
         self.http_timeout = http_timeout
         self.send = send
+        self.started = False  # holds the daemon lock (a signal before that just exits)
 
     def due(self, store: Store, moment: datetime) -> dict[str, datetime | None]:
         """Subscribers owed a digest at ``moment``, with the slot it is for."""
@@ -109,15 +110,20 @@ class Daemon:
                      "to see the traceback, and please report it)")
         return None
 
-    def serve(self, stop: threading.Event, *, once: bool = False, wait: bool = False) -> None:
-        """Run until ``stop`` is set (or one tick with ``once``), holding the daemon lock."""
-        with exclusive(self.config.data_dir, "daemon", wait=wait, name="daemon"):
+    def serve(self, stop: threading.Event, *, once: bool = False, wait: bool = False) -> bool:
+        """Run until ``stop`` is set (or one tick with ``once``), holding the daemon lock.
+
+        Returns False when the ``once`` tick failed (so cron sees a non-zero exit).
+        """
+        with exclusive(self.config.data_dir, "daemon", wait=wait, name="daemon",
+                       on_wait=self.log):
+            self.started = True
             self.log(f"daemon started: polling every {self.config.poll_interval:g} s, "
                      f"{len(self.config.sources)} source(s), "
                      f"{len(self.config.subscribers)} subscriber(s)")
-            self.safe_tick()  # at start: catch up on whatever was missed while down
+            first = self.safe_tick()  # at start: catch up on whatever was missed while down
             if once:
-                return
+                return first is not None and not first.errors
             ticker = schedule.Scheduler()
             ticker.every(max(1, round(self.config.poll_interval))).seconds.do(self.safe_tick)
             while not stop.is_set():
@@ -125,3 +131,4 @@ class Daemon:
                 idle = ticker.idle_seconds
                 stop.wait(timeout=min(1.0, max(0.05, idle if idle is not None else 1.0)))
             self.log("daemon stopping: the last tick finished, the store is consistent")
+        return True

@@ -27,6 +27,7 @@ from .store import Store
 Clock = Callable[[], datetime]
 TRIES = 3
 ARXIV_SPACING = 3.0  # seconds between requests, as arXiv's terms of use ask
+MAX_BYTES = 20_000_000  # a listing is a few MB at most: anything bigger is refused
 _EXTENSIONS = {"hf-daily": "json", "hf-page": "html", "arxiv": "xml", "feed": "xml"}
 _last_arxiv = 0.0
 
@@ -56,25 +57,58 @@ def _params(source: SourceConfig) -> dict[str, str]:
     return {}
 
 
+class _TooSlow(httpx.TimeoutException):
+    """The whole download took longer than the deadline (a server dripping bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One HTTP answer, body read in full."""
+
+    status: int
+    reason: str
+    headers: httpx.Headers
+    body: bytes
+
+
+def _download(client: httpx.Client, url: str, params: dict[str, str], headers: dict[str, str],
+              deadline: float) -> Fetched:
+    """GET the body in chunks, refusing one over MAX_BYTES or past the deadline."""
+    with client.stream("GET", url, params=params, headers=headers) as response:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise RuntimeError(f"the document is over {MAX_BYTES // 1_000_000} MB; refused")
+            if time.monotonic() > deadline:
+                raise _TooSlow("the download took too long")
+            chunks.append(chunk)
+        return Fetched(response.status_code, response.reason_phrase, response.headers,
+                       b"".join(chunks))
+
+
 def _get(client: httpx.Client, source: SourceConfig, headers: dict[str, str],
-         sleep: Callable[[float], None]) -> httpx.Response:
+         sleep: Callable[[float], None]) -> Fetched:
     """GET with bounded retries on time-outs, connection errors, 429 and 5xx."""
     global _last_arxiv
     assert source.url is not None
+    timeout = client.timeout.read or 30.0
     for attempt in range(1, TRIES + 1):
+        deadline = time.monotonic() + 4 * timeout
         if source.type == "arxiv":
             wait = _last_arxiv + ARXIV_SPACING - time.monotonic()
             if wait > 0:
                 sleep(wait)
             _last_arxiv = time.monotonic()
         try:
-            response = client.get(source.url, params=_params(source), headers=headers)
+            response = _download(client, source.url, _params(source), headers, deadline)
         except httpx.TransportError:
             if attempt == TRIES:
                 raise
             sleep(2.0 ** (attempt - 1))
             continue
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status == 429 or response.status >= 500:
             if attempt == TRIES:
                 return response
             retry_after = response.headers.get("Retry-After", "")
@@ -95,15 +129,15 @@ def fetch_source(client: httpx.Client, config: Config, store: Store, source: Sou
     if modified:
         headers["If-Modified-Since"] = modified
     response = _get(client, source, headers, sleep)
-    if response.status_code == 304:
+    if response.status == 304:
         store.set_source_state(source.name, now(), "304")
         report.unchanged.append(source.name)
         return
-    if response.status_code != 200:
-        raise RuntimeError(f"HTTP {response.status_code} {response.reason_phrase}")
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status} {response.reason}")
     stamp = now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = config.inbox / f"{source.name}-{stamp}.{_EXTENSIONS[source.type]}"
-    text = decode(str(target), response.content)
+    text = decode(str(target), response.body)
     parse_text(str(target), text, today=now().date())  # malformed: an error, nothing saved
     atomic_write(target, text.encode("utf-8"))
     store.set_source_state(source.name, now(), "200", etag=response.headers.get("ETag"),

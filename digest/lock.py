@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +19,8 @@ from .errors import LockedError, StoreError
 
 
 @contextmanager
-def exclusive(data_dir: Path, what: str, *, wait: bool = False,
-              name: str = "digest") -> Iterator[None]:
+def exclusive(data_dir: Path, what: str, *, wait: bool = False, name: str = "digest",
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold ``data_dir/<name>.lock`` for the duration, or raise LockedError at once
     (with ``wait``, queue until the holder lets go)."""
     lock = data_dir / f"{name}.lock"
@@ -32,15 +32,19 @@ def exclusive(data_dir: Path, what: str, *, wait: bool = False,
         raise StoreError(f"{data_dir}: cannot create the lock file: {exc.strerror}") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
                 who = holder.read_text(encoding="utf-8").strip()
             except OSError:
                 who = ""
-            raise LockedError(f"{lock}: held by {who or 'another digest process'}; wait for "
-                              "it to finish (or stop it) and try again, or pass --wait"
-                              ) from None
+            who = who or "another digest process"
+            if not wait:
+                raise LockedError(f"{lock}: held by {who}; wait for it to finish (or stop it) "
+                                  "and try again, or pass --wait") from None
+            if on_wait:
+                on_wait(f"waiting for {lock}, held by {who}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         holder.write_text(f"digest {what} (pid {os.getpid()} on {socket.gethostname()}, "
                           f"since {stamp})\n", encoding="utf-8")

@@ -297,10 +297,16 @@ class Store:
             if row:
                 return int(row[0])
         row = conn.execute("SELECT id FROM papers WHERE key = ?", (paper.key,)).fetchone()
-        if row is None and paper.key != f"title:{normalise_title(paper.title)}":
-            row = conn.execute("SELECT id FROM papers WHERE title_norm = ? ORDER BY id LIMIT 1",
-                               (normalise_title(paper.title),)).fetchone()
-        return int(row[0]) if row else None
+        if row is not None:
+            return int(row[0])
+        # The same title seen before under an arXiv id (or without one) is the same paper,
+        # unless both carry arXiv ids and they differ.
+        for found_id, found_arxiv in conn.execute(
+                "SELECT id, arxiv_id FROM papers WHERE title_norm = ? ORDER BY id",
+                (normalise_title(paper.title),)):
+            if not (paper.arxiv_id and found_arxiv and found_arxiv != paper.arxiv_id):
+                return int(found_id)
+        return None
 
     def _upsert_paper(self, paper: Paper, run_id: int, dump_id: int,
                       now: datetime) -> tuple[int, bool]:

@@ -189,3 +189,26 @@ def test_sigterm_mid_run_exits_cleanly_and_loses_nothing(project: Project,
         store.close()
     assert main(["run", "--config", str(project.config_path)]) == 0
     assert sum(n for _, n in issues(project)["now"]) == 320  # every paper reached them once
+
+
+def test_once_exits_non_zero_when_its_tick_fails(project: Project,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    project.write_config('[[subscribers]]\nname = "a"\n', extra='[[sources]]\nname = "down"\n'
+                         'type = "feed"\nurl = "http://127.0.0.1:9/feed.xml"\n')
+    assert main(["daemon", "--once", "--config", str(project.config_path)]) == 1
+    err = capsys.readouterr().err
+    assert "source down:" in err and "will try again next poll" in err
+
+
+def test_sigterm_while_waiting_for_the_lock_exits_at_once(project: Project) -> None:
+    config = project.config()
+    with exclusive(config.data_dir, "daemon", name="daemon"):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from digest.cli import main; "
+             f"sys.exit(main(['daemon', '--wait', '--config', {str(project.config_path)!r}]))"],
+            stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        assert "waiting for" in proc.stderr.readline()  # it is now blocked on the lock
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped before starting" in proc.stderr.read()

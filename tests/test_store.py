@@ -136,3 +136,19 @@ def test_a_sighting_without_upvotes_keeps_the_known_count(tmp_path: Path, clock:
         (stored,) = store.papers_after(0, 99)
         assert stored.upvotes == (250 if i < 3 else 300)
     store.close()
+
+
+def test_a_title_seen_first_with_an_arxiv_id_is_the_same_paper(tmp_path: Path,
+                                                               clock: Clock) -> None:
+    store = Store.open(tmp_path / "s.db")
+    first = Paper(key="arxiv:2611.00001", title="A Shared Paper", abstract="x",
+                  arxiv_id="2611.00001")
+    by_title = Paper(key="title:a shared paper", title="A shared paper!", abstract="x")
+    other = Paper(key="arxiv:2611.00009", title="A Shared Paper", abstract="y",
+                  arxiv_id="2611.00009")  # same title, another paper
+    news = []
+    for i, paper in enumerate((first, by_title, other)):
+        dump = ParsedDump(f"d{i}.txt", f"h{i}", "x", None, None, (paper,))
+        news.append(len(store.ingest(dump, None, "run", clock()).new_keys))
+    assert news == [1, 0, 1]
+    store.close()

@@ -22,9 +22,14 @@ def sniff(text: str) -> float:
     return 1.0 if '"title"' in text[:20000] else 0.6
 
 
+def _text(value: Any) -> str:
+    """A JSON string field; anything else (numbers, lists, null) counts as missing."""
+    return value if isinstance(value, str) else ""
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+    return value if ok else None
 
 
 def parse(path: str, text: str, *, today: date) -> ParsedDump:
@@ -41,18 +46,21 @@ def parse(path: str, text: str, *, today: date) -> ParsedDump:
     warnings: list[ParseWarning] = []
     for n, item in enumerate(items, 1):
         raw = item.get("paper", item) if isinstance(item, dict) else None
-        if not isinstance(raw, dict) or not isinstance(raw.get("title") or
-                                                       (item or {}).get("title"), str):
+        if not isinstance(raw, dict):
+            warnings.append(ParseWarning(path, n, f"item {n} is not a paper object; skipped"))
+            continue
+        title = _text(raw.get("title")) or _text(item.get("title"))
+        if not title:
             warnings.append(ParseWarning(path, n, f"item {n} has no paper title; skipped"))
             continue
-        authors = tuple(str(a.get("name")) for a in raw.get("authors", [])
-                        if isinstance(a, dict) and a.get("name"))
-        arxiv = arxiv_id_in(str(raw.get("id") or ""))
+        people = raw.get("authors")
+        authors = tuple(_text(a.get("name")) for a in people if isinstance(a, dict)
+                        and _text(a.get("name"))) if isinstance(people, list) else ()
+        arxiv = arxiv_id_in(_text(raw.get("id")))
         papers.append(make_paper(
-            title=raw.get("title") or item.get("title"),
-            abstract=str(raw.get("summary") or item.get("summary") or ""),
+            title=title, abstract=_text(raw.get("summary")) or _text(item.get("summary")),
             source=path, line=n, arxiv_id=arxiv, authors=authors,
-            published=day_of(raw.get("publishedAt") or item.get("publishedAt")),
+            published=day_of(_text(raw.get("publishedAt")) or _text(item.get("publishedAt"))),
             upvotes=_int(raw.get("upvotes")),
             url=f"https://huggingface.co/papers/{arxiv}" if arxiv else None))
     return ParsedDump(path, content_hash(text), "hf-daily-json", None, None, tuple(papers),
