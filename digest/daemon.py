@@ -84,10 +84,10 @@ class Daemon:
         report = TickReport(polled, sorted(owed))
         for name, reason in polled.failed:
             report.errors.append(f"source {name}: {reason}")
-        report.run = run(self.config, now=self.now, extra=polled.folders, due=set(owed),
+        report.run = run(self.config, now=self.now, extra=polled.folders, due=owed,
                          send=self.send, report=RunReport(sink=self.log), wait=True)
         store = Store.open(self.config.store_path)
-        try:  # after the run: a crash before this only makes the next tick look again
+        try:  # those with nothing new; a digest marked its own slot when it was recorded
             for name, slot in owed.items():
                 store.set_job_slot(f"digest:{name}", slot, moment)
             store.set_job_slot("poll", None, moment)
@@ -126,9 +126,13 @@ class Daemon:
                 return first is not None and not first.errors
             ticker = schedule.Scheduler()
             ticker.every(max(1, round(self.config.poll_interval))).seconds.do(self.safe_tick)
+            # schedule times jobs on the naive local wall clock, which a DST fall-back or an
+            # NTP step stalls for up to an hour: pace the ticks by the monotonic clock.
+            next_tick = time.monotonic() + self.config.poll_interval
             while not stop.is_set():
-                ticker.run_pending()
-                idle = ticker.idle_seconds
-                stop.wait(timeout=min(1.0, max(0.05, idle if idle is not None else 1.0)))
+                if time.monotonic() >= next_tick:
+                    ticker.run_all()
+                    next_tick = time.monotonic() + self.config.poll_interval
+                stop.wait(timeout=min(1.0, max(0.05, next_tick - time.monotonic())))
             self.log("daemon stopping: the last tick finished, the store is consistent")
         return True

@@ -8,7 +8,7 @@ does the same against an in-memory copy of the store and writes nothing.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -120,7 +120,7 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
 def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  only: str | None = None, persist: bool = True,
                  mail: MailContext | None = None,
-                 due: Collection[str] | None = None) -> list[Rendered]:
+                 due: Mapping[str, datetime | None] | None = None) -> list[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one).
 
     A subscriber the store has not registered yet gets none: registration happens with
@@ -162,13 +162,14 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         rendered = Rendered(digest, renderer.markdown(digest), renderer.html_page(digest),
                             mail=mail.message(config, renderer, digest) if mail else None)
         if persist:
-            rendered = _publish_digest(store, config, cursor, upto, rendered)
+            slot = (f"digest:{profile.name}", due[profile.name]) if due is not None else None
+            rendered = _publish_digest(store, config, cursor, upto, rendered, slot)
         out.append(rendered)
     return out
 
 
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
-                    rendered: Rendered) -> Rendered:
+                    rendered: Rendered, slot: tuple[str, datetime | None] | None) -> Rendered:
     digest = rendered.digest
     stem = f"{digest.number:04d}-{digest.generated_at:%Y-%m-%d}"
     folder = config.digests_dir / digest.profile.name
@@ -182,7 +183,7 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
     checkpoint("run:after-render")
     store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
                        digest.generated_at, digest.new_count, digest.items,
-                       (str(md_path), str(html_path)), rendered.mail)
+                       (str(md_path), str(html_path)), rendered.mail, slot)
     return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
                     rendered.mail)
 
@@ -216,12 +217,14 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
 
 def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report: RunReport | None = None, send: bool = True,
-        progress: Callable[[str], None] | None = None, due: Collection[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+        due: Mapping[str, datetime | None] | None = None,
         wait: bool = False) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail.
 
-    With ``due`` only those subscribers get a digest now (the daemon's cadences); the
-    others' new papers wait for their own slot. ``wait`` queues behind another run.
+    With ``due`` (name -> cadence slot) only those subscribers get a digest now, and each
+    slot is marked done in the transaction that records the digest; the others' new papers
+    wait for their own slot. ``wait`` queues behind another run.
     """
     report = report or RunReport()
     if config.smtp is not None:
@@ -238,7 +241,7 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
-                due: Collection[str] | None) -> None:
+                due: Mapping[str, datetime | None] | None) -> None:
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,

@@ -389,8 +389,10 @@ class Store:
     def record_issue(self, name: str, number: int, from_run: int, to_run: int,
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
                      paths: tuple[str | None, str | None],
-                     mail: Outgoing | None = None) -> None:
-        """Record a digest issue, queue its e-mail, and advance the cursor: one transaction."""
+                     mail: Outgoing | None = None,
+                     slot: tuple[str, datetime | None] | None = None) -> None:
+        """Record a digest issue, queue its e-mail, advance the cursor and (for the daemon)
+        mark its cadence slot done: one transaction."""
         with self.transaction() as conn:
             row = conn.execute("SELECT cursor_run, last_issue FROM subscribers WHERE name = ?",
                                (name,)).fetchone()
@@ -418,6 +420,8 @@ class Store:
             conn.execute(
                 "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
                 " WHERE name = ?", (to_run, number, _ts(generated_at), name))
+            if slot is not None:
+                self._set_job_slot(slot[0], slot[1], generated_at)
 
     def feed_items(self, name: str, limit: int) -> list[Ranked]:
         """The newest ``limit`` ranked papers of a subscriber's digests, newest first."""
@@ -519,11 +523,14 @@ class Store:
     def set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
         """Remember that a job ran now, for ``slot``: a restart will not repeat it."""
         with self.transaction():
-            self.conn.execute(
-                "INSERT INTO jobs (name, last_slot, last_run) VALUES (?, ?, ?) ON CONFLICT(name)"
-                " DO UPDATE SET last_slot = coalesce(excluded.last_slot, last_slot),"
-                " last_run = excluded.last_run",
-                (name, _ts(slot) if slot else None, _ts(now)))
+            self._set_job_slot(name, slot, now)
+
+    def _set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO jobs (name, last_slot, last_run) VALUES (?, ?, ?) ON CONFLICT(name)"
+            " DO UPDATE SET last_slot = coalesce(excluded.last_slot, last_slot),"
+            " last_run = excluded.last_run",
+            (name, _ts(slot) if slot else None, _ts(now)))
 
     def source_validators(self, name: str) -> tuple[str | None, str | None]:
         """The (ETag, Last-Modified) of a source's last good fetch."""

@@ -212,3 +212,28 @@ def test_sigterm_while_waiting_for_the_lock_exits_at_once(project: Project) -> N
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "stopped before starting" in proc.stderr.read()
+
+
+def test_a_tick_failing_after_publishing_does_not_publish_twice_that_day(
+        project: Project, shared_dumps: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    project.write_config(SCHEDULED)
+    clock = Clock(datetime(2026, 11, 23, 7, 30, tzinfo=UTC))
+    dated(project.drop(shared_dumps[0]))
+    monkeypatch.setenv("DIGEST_FAULT", "run:before-send")  # fails after the digests
+    assert Daemon(project.config(), now=clock).safe_tick() is None
+    monkeypatch.delenv("DIGEST_FAULT")
+    dated(project.drop(shared_dumps[1]))
+    clock.tick(0.2)
+    Daemon(project.config(), now=clock).tick()
+    assert {k: len(v) for k, v in issues(project).items()} == {"berlin": 1, "nyc": 1, "now": 2}
+
+
+def test_a_clock_that_ran_ahead_does_not_silence_digests(project: Project,
+                                                         shared_dumps: list[Path]) -> None:
+    project.write_config(SCHEDULED)
+    wrong = Clock(datetime(2027, 11, 23, 7, 30, tzinfo=UTC))  # a year ahead for one tick
+    Daemon(project.config(), now=wrong).tick()
+    dated(project.drop(shared_dumps[0]))
+    right = Clock(datetime(2026, 11, 24, 7, 30, tzinfo=UTC))
+    Daemon(project.config(), now=right).tick()
+    assert issues(project)["berlin"] == [(1, 103)]
