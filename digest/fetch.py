@@ -157,6 +157,11 @@ def poll(config: Config, store: Store, *, now: Clock, timeout: float = 30.0,
         for source in config.sources:
             if source.type == "folder":
                 assert source.path is not None
+                if not source.path.is_dir():
+                    reason = f"{source.path} is not a folder (key [[sources]].path)"
+                    report.failed.append((source.name, reason))
+                    say(f"source {source.name}: {reason}")
+                    continue
                 report.folders.extend(inbox_files(source.path))
                 continue
             try:

@@ -153,3 +153,15 @@ def test_arxiv_gets_one_request_every_three_seconds(project: Project, web: Web,
     assert len(report.poll.saved) == 3 and report.poll.failed == []
     assert report.run is not None and len(report.run.dumps_duplicate) == 2  # same content
     assert len(naps) >= 2 and all(2.0 < n <= 3.0 for n in naps[-2:])
+
+
+def test_hostile_documents_are_rejected_alone(project: Project, web: Web, clock: Clock) -> None:
+    sources_config(project, web)
+    (project.inbox / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    shutil.rmtree(project.root / "shared-folder")
+    report = daemon(project, clock).tick()
+    assert report.run is not None
+    assert any("deep.json: nested too deeply" in r for r in report.run.dumps_rejected)
+    assert ("lab", f"{project.root / 'shared-folder'} is not a folder (key [[sources]].path)"
+            ) in report.poll.failed
+    assert report.run.new_papers == 7  # the four web sources still went in

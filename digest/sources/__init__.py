@@ -45,7 +45,16 @@ def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
             "not a page dump: no papers listing found (expected a copied Hugging Face "
             "papers page: title lines each followed by an abstract); remove it from the inbox",
         )
-    parsed: ParsedDump = best.parse(path, text, today=today)
+    try:
+        parsed: ParsedDump = best.parse(path, text, today=today)
+    except RecursionError:
+        raise InputError(path, "nested too deeply to read; remove it from the inbox") from None
+    except InputError:
+        raise
+    except Exception as exc:  # hostile input must not stop every later run
+        raise InputError(path, f"could not be read by the {best.NAME} parser "
+                               f"({type(exc).__name__}: {exc}); remove it from the inbox and "
+                               "report it") from None
     if not parsed.papers and best is hf_text:
         raise InputError(path, "not a page dump: it has a page header but no paper entries")
     return parsed
