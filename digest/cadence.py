@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -61,16 +61,18 @@ def latest_slot(cadence: Cadence, zone: ZoneInfo, now: datetime) -> datetime | N
     if cadence.kind == "immediate":
         return None
     if cadence.kind == "hourly":
-        return local.replace(minute=0, second=0, microsecond=0)
+        top = local.replace(minute=0, second=0, microsecond=0)
+        return top if top.astimezone(UTC) <= now.astimezone(UTC) else top - timedelta(hours=1)
     assert cadence.at is not None
     day = local.date()
     for back in range(0, 8):
         candidate_day = day - timedelta(days=back)
         if cadence.kind == "weekly" and candidate_day.weekday() != cadence.weekday:
             continue
-        # A wall-clock time lost to a spring-forward gap fires when the clock resumes.
+        # Compare instants, not wall times: a time lost to a spring-forward gap maps to an
+        # instant after the clock resumes, and must not count as passed before then.
         candidate = datetime.combine(candidate_day, cadence.at, tzinfo=zone)
-        if candidate <= local:
+        if candidate.astimezone(UTC) <= now.astimezone(UTC):
             return candidate
     raise AssertionError("a slot exists within a week")
 

@@ -59,6 +59,7 @@ class Daemon:
         self.http_timeout = http_timeout
         self.send = send
         self.started = False  # holds the daemon lock (a signal before that just exits)
+        self.stopping = threading.Event()  # set by serve's caller on SIGTERM
 
     def due(self, store: Store, moment: datetime) -> dict[str, datetime | None]:
         """Subscribers owed a digest at ``moment``, with the slot it is for."""
@@ -76,7 +77,7 @@ class Daemon:
         store = Store.open(self.config.store_path)
         try:
             polled = (poll(self.config, store, now=self.now, timeout=self.http_timeout,
-                           sleep=self.sleep, log=self.log)
+                           sleep=self.sleep, log=self.log, stop=self.stopping.is_set)
                       if self.config.sources else PollReport())
             owed = self.due(store, moment)
         finally:
@@ -115,6 +116,7 @@ class Daemon:
 
         Returns False when the ``once`` tick failed (so cron sees a non-zero exit).
         """
+        self.stopping = stop
         with exclusive(self.config.data_dir, "daemon", wait=wait, name="daemon",
                        on_wait=self.log):
             self.started = True

@@ -9,11 +9,13 @@ request every 3 seconds. A failing source is reported and skipped; the others st
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
@@ -57,8 +59,10 @@ def _params(source: SourceConfig) -> dict[str, str]:
     return {}
 
 
-class _TooSlow(httpx.TimeoutException):
-    """The whole download took longer than the deadline (a server dripping bytes)."""
+class _TooSlow(RuntimeError):
+    """The whole download took longer than the deadline (a server dripping bytes).
+
+    Not retried: a server that slow would hold the daemon for TRIES times as long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +126,9 @@ def _get(client: httpx.Client, source: SourceConfig, headers: dict[str, str],
 def fetch_source(client: httpx.Client, config: Config, store: Store, source: SourceConfig,
                  now: Clock, sleep: Callable[[float], None], report: PollReport) -> None:
     """Fetch one source; save a new document as a dump, or note it unchanged."""
-    etag, modified = store.source_validators(source.name)
+    assert source.url is not None
+    identity = f"{source.url}?{urlencode(_params(source))}"  # validators belong to this URL
+    etag, modified = store.source_validators(source.name, identity)
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
@@ -137,24 +143,64 @@ def fetch_source(client: httpx.Client, config: Config, store: Store, source: Sou
         raise RuntimeError(f"HTTP {response.status} {response.reason}")
     stamp = now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = config.inbox / f"{source.name}-{stamp}.{_EXTENSIONS[source.type]}"
-    text = decode(str(target), response.body)
-    parse_text(str(target), text, today=now().date())  # malformed: an error, nothing saved
+    text = _text(str(target), response)
+    parsed = parse_text(str(target), text, today=now().date())  # malformed: nothing saved
+    expected = _PARSERS[source.type]
+    if not parsed.shape.startswith(expected):
+        raise RuntimeError(f"expected {expected} content from {source.type}, got "
+                           f"{parsed.shape} (an error or login page?); nothing saved")
+    validators = {"etag": response.headers.get("ETag"),
+                  "last_modified": response.headers.get("Last-Modified")}
+    if store.find_dump(parsed.sha256) is not None:  # same document again, without validators
+        store.set_source_state(source.name, now(), "200 unchanged", keep_validators=False,
+                               url=identity, **validators)
+        report.unchanged.append(source.name)
+        return
     atomic_write(target, text.encode("utf-8"))
-    store.set_source_state(source.name, now(), "200", etag=response.headers.get("ETag"),
-                           last_modified=response.headers.get("Last-Modified"),
-                           keep_validators=False)
+    store.set_source_state(source.name, now(), "200", keep_validators=False, url=identity,
+                           **validators)
     report.saved.append(str(target))
+
+
+_PARSERS = {"hf-daily": "hf-daily", "hf-page": "hf-page", "arxiv": "feed", "feed": "feed"}
+_XML_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding=[\"']([A-Za-z0-9._-]+)[\"']")
+
+
+def _text(path: str, response: Fetched) -> str:
+    """The body as text: UTF-8, else the charset the response or the XML prolog declares."""
+    try:
+        return decode(path, response.body)
+    except InputError:
+        declared = response.headers.get("Content-Type", "").partition("charset=")[2]
+        prolog = _XML_ENCODING.match(response.body[:200])
+        charset = declared.strip(' "') or (prolog.group(1).decode() if prolog else "")
+        if not charset:
+            raise
+        try:
+            text = response.body.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            raise InputError(path, f"cannot decode the document as {charset}") from None
+        if prolog:  # the saved copy is UTF-8: say so
+            text = re.sub(r"encoding=[\"'][A-Za-z0-9._-]+[\"']", 'encoding="utf-8"', text, count=1)
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def poll(config: Config, store: Store, *, now: Clock, timeout: float = 30.0,
          sleep: Callable[[float], None] = time.sleep,
-         log: Callable[[str], None] | None = None) -> PollReport:
-    """Fetch every configured source once; each failure is reported, never fatal."""
+         log: Callable[[str], None] | None = None,
+         stop: Callable[[], bool] = lambda: False) -> PollReport:
+    """Fetch every configured source once; each failure is reported, never fatal.
+
+    ``stop`` is asked between sources (a SIGTERM waits for one fetch, not for all).
+    """
     report = PollReport()
     say = log or (lambda _line: None)
     headers = {"User-Agent": user_agent(config)}
     with httpx.Client(timeout=timeout, headers=headers, follow_redirects=True) as client:
         for source in config.sources:
+            if stop():
+                say("stopping: the remaining sources wait for the next run")
+                break
             if source.type == "folder":
                 assert source.path is not None
                 if not source.path.is_dir():

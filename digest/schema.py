@@ -121,6 +121,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE source_state (
         name TEXT PRIMARY KEY,
+        url TEXT,
         etag TEXT,
         last_modified TEXT,
         last_fetch TEXT,

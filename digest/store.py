@@ -532,25 +532,26 @@ class Store:
             " last_run = excluded.last_run",
             (name, _ts(slot) if slot else None, _ts(now)))
 
-    def source_validators(self, name: str) -> tuple[str | None, str | None]:
-        """The (ETag, Last-Modified) of a source's last good fetch."""
-        row = self.conn.execute("SELECT etag, last_modified FROM source_state WHERE name = ?",
-                                (name,)).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+    def source_validators(self, name: str, url: str) -> tuple[str | None, str | None]:
+        """The (ETag, Last-Modified) of a source's last good fetch of this very URL."""
+        row = self.conn.execute("SELECT etag, last_modified, url FROM source_state"
+                                " WHERE name = ?", (name,)).fetchone()
+        return (row[0], row[1]) if row and row[2] == url else (None, None)
 
     def set_source_state(self, name: str, now: datetime, status: str, error: str | None = None,
                          etag: str | None = None, last_modified: str | None = None,
-                         keep_validators: bool = True) -> None:
+                         keep_validators: bool = True, url: str | None = None) -> None:
         """Record how a fetch went (validators replaced only after a good 200)."""
         with self.transaction():
             self.conn.execute(
-                "INSERT INTO source_state (name, etag, last_modified, last_fetch, last_status,"
-                " last_error) VALUES (:name, :etag, :lm, :now, :status, :error)"
-                " ON CONFLICT(name) DO UPDATE SET last_fetch = :now, last_status = :status,"
-                " last_error = :error,"
+                "INSERT INTO source_state (name, url, etag, last_modified, last_fetch,"
+                " last_status, last_error) VALUES (:name, :url, :etag, :lm, :now, :status,"
+                " :error) ON CONFLICT(name) DO UPDATE SET last_fetch = :now,"
+                " last_status = :status, last_error = :error,"
+                " url = CASE WHEN :keep THEN url ELSE :url END,"
                 " etag = CASE WHEN :keep THEN etag ELSE :etag END,"
                 " last_modified = CASE WHEN :keep THEN last_modified ELSE :lm END",
-                {"name": name, "etag": etag, "lm": last_modified, "now": _ts(now),
+                {"name": name, "url": url, "etag": etag, "lm": last_modified, "now": _ts(now),
                  "status": status, "error": error, "keep": int(keep_validators)})
 
     def integrity_ok(self) -> bool:

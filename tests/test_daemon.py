@@ -237,3 +237,15 @@ def test_a_clock_that_ran_ahead_does_not_silence_digests(project: Project,
     right = Clock(datetime(2026, 11, 24, 7, 30, tzinfo=UTC))
     Daemon(project.config(), now=right).tick()
     assert issues(project)["berlin"] == [(1, 103)]
+
+
+@pytest.mark.parametrize(("cadence", "zone", "start"), [
+    ("daily 02:30", "Europe/Berlin", datetime(2026, 3, 27, tzinfo=UTC)),  # 02:30 never exists
+    ("daily 02:30", "America/New_York", datetime(2026, 3, 6, tzinfo=UTC)),
+    ("hourly", "Pacific/Chatham", datetime(2026, 9, 26, tzinfo=UTC)),  # 45-minute offsets
+])
+def test_a_slot_lost_to_a_dst_gap_fires_once(cadence: str, zone: str, start: datetime) -> None:
+    fired = fire_times(cadence, zone, start, days=4, step=timedelta(minutes=10))[1:]
+    per_period = [t.strftime("%Y-%m-%d" if cadence.startswith("daily") else "%Y-%m-%d %H")
+                  for t in fired]
+    assert len(per_period) == len(set(per_period)), fired  # never twice in a day (an hour)

@@ -212,7 +212,7 @@ def test_two_processes_cannot_interleave(project: Project, shared_dumps: list[Pa
     assert codes in ([0, 0], [0, 2]), results
     for code, _, err in results:
         if code == 2:
-            assert "digest.lock: held by digest run" in err
+            assert "digest.lock: held by" in err  # the holder may not have signed in yet
     store = Store.open(project.config().store_path)
     assert store.paper_count() == 318
     issues = store.conn.execute("SELECT subscriber, sum(new_papers) FROM issues"

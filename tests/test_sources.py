@@ -165,3 +165,46 @@ def test_hostile_documents_are_rejected_alone(project: Project, web: Web, clock:
     assert ("lab", f"{project.root / 'shared-folder'} is not a folder (key [[sources]].path)"
             ) in report.poll.failed
     assert report.run.new_papers == 7  # the four web sources still went in
+
+
+def test_the_same_document_without_validators_is_not_saved_again(project: Project, web: Web,
+                                                                  clock: Clock) -> None:
+    sources_config(project, web)
+    daemon(project, clock).tick()
+    store = Store.open(project.config().store_path)
+    store.conn.execute("UPDATE source_state SET etag = NULL, last_modified = NULL")
+    store.close()
+    files = sorted(p.name for p in project.inbox.iterdir())
+    clock.tick(1)
+    report = daemon(project, clock).tick()
+    assert sorted(report.poll.unchanged) == ["arxiv-cv", "blog", "hf", "hfpage"]
+    assert sorted(p.name for p in project.inbox.iterdir()) == files
+
+
+def test_a_new_url_does_not_reuse_the_old_validators(project: Project, web: Web,
+                                                     clock: Clock) -> None:
+    sources_config(project, web)
+    daemon(project, clock).tick()
+    web.routes["/other.rss"] = (LIVE / "blog.rss", "application/rss+xml")
+    project.config_path.write_text(project.config_path.read_text().replace("/blog.rss",
+                                                                           "/other.rss"))
+    web.requests.clear()
+    daemon(project, clock).tick()
+    (headers,) = [h for path, h in web.requests if path == "/other.rss"]
+    assert "If-None-Match" not in headers
+
+
+def test_a_latin1_feed_and_an_error_page_instead_of_json(project: Project, web: Web,
+                                                         clock: Clock, tmp_path: Path) -> None:
+    latin = tmp_path / "latin.rss"
+    latin.write_bytes(('<?xml version="1.0" encoding="ISO-8859-1"?><rss version="2.0"><channel>'
+                       "<title>Caf\u00e9</title><item><title>Na\u00efve Bayes for Caf\u00e9 "
+                       "Menus</title><description>Tasty.</description></item></channel></rss>"
+                       ).encode("latin-1"))
+    web.routes["/blog.rss"] = (latin, "application/rss+xml; charset=ISO-8859-1")
+    web.routes["/api/daily_papers"] = (LIVE / "page.html", "text/html")
+    sources_config(project, web)
+    report = daemon(project, clock).tick()
+    assert "Naïve Bayes for Café Menus" in stored(project)
+    assert [n for n, _ in report.poll.failed] == ["hf"]
+    assert "expected hf-daily content" in report.poll.failed[0][1]
