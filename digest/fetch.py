@@ -144,14 +144,14 @@ def fetch_source(client: httpx.Client, config: Config, store: Store, source: Sou
     stamp = now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = config.inbox / f"{source.name}-{stamp}.{_EXTENSIONS[source.type]}"
     text = _text(str(target), response)
-    parsed = parse_text(str(target), text, today=now().date())  # malformed: nothing saved
+    parsed = parse_text(str(target), text, today=now().date(), allow_empty=True)
     expected = _PARSERS[source.type]
     if not parsed.shape.startswith(expected):
         raise RuntimeError(f"expected {expected} content from {source.type}, got "
                            f"{parsed.shape} (an error or login page?); nothing saved")
     validators = {"etag": response.headers.get("ETag"),
                   "last_modified": response.headers.get("Last-Modified")}
-    if store.find_dump(parsed.sha256) is not None:  # same document again, without validators
+    if not parsed.papers or store.find_dump(parsed.sha256) is not None:  # nothing new to keep
         store.set_source_state(source.name, now(), "200 unchanged", keep_validators=False,
                                url=identity, **validators)
         report.unchanged.append(source.name)

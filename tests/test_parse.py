@@ -179,7 +179,9 @@ def test_junk_metadata_line_warns(shared_dumps: list[Path]) -> None:
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
     (b"caf\xe9 au lait\n", "not UTF-8"),
     ((DATA / "not_a_dump.txt").read_bytes(), "not a page dump"),
-    (b"new\n\nGet trending papers in your email inbox!\n\nSubscribe\n", "no paper entries"),
+    (b"new\n\nGet trending papers in your email inbox!\n\nSubscribe\n", "no papers found"),
+    (b"<html><body>Nothing to see</body></html>", "no papers found in this hf-page"),
+    (b"[]", "no papers found in this hf-daily"),
 ])
 def test_not_a_dump_is_an_error_naming_the_file(tmp_path: Path, content: bytes,
                                                 message: str) -> None:

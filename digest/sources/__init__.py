@@ -36,8 +36,12 @@ def decode(path: str, raw: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
-    """Sniff which parser fits ``text`` and run it; InputError when none does."""
+def parse_text(path: str, text: str, *, today: date, allow_empty: bool = False) -> ParsedDump:
+    """Sniff which parser fits ``text`` and run it; InputError when none does.
+
+    A document with no papers at all is an error too, unless ``allow_empty`` (a live
+    source's listing may be empty today).
+    """
     best, confidence = max(((p, p.sniff(text)) for p in PARSERS), key=lambda pc: pc[1])
     if confidence < _MIN_CONFIDENCE:
         raise InputError(
@@ -55,8 +59,9 @@ def parse_text(path: str, text: str, *, today: date) -> ParsedDump:
         raise InputError(path, f"could not be read by the {best.NAME} parser "
                                f"({type(exc).__name__}: {exc}); remove it from the inbox and "
                                "report it") from None
-    if not parsed.papers and best is hf_text:
-        raise InputError(path, "not a page dump: it has a page header but no paper entries")
+    if not parsed.papers and not allow_empty:
+        raise InputError(path, f"no papers found in this {best.NAME} document; remove it from "
+                               "the inbox")
     return parsed
 
 
