@@ -418,8 +418,7 @@ def _by_email(config: Any, store: Any, email: str) -> list[str]:
     """Every subscriber with this address: in the config, or with mail queued to it."""
     names = {p.name for p in config.subscribers
              if p.email and p.email.casefold() == email.casefold()}
-    names |= {d.subscriber for d in store.deliveries(("pending", "sent", "failed"))
-              if d.recipient.casefold() == email.casefold()}
+    names |= store.mailed_to(email)
     if not names:
         raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
                          "are added there, under [[subscribers]]")

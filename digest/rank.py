@@ -226,9 +226,6 @@ class Corpus:
                     bucket.append(base | (n if n < _CAP else _CAP) << 8)
         return cls(plist, titles, abstracts, norms, postings, wanted)
 
-    def __len__(self) -> int:
-        return len(self.papers)
-
     def counts(self, query: Query, i: int) -> tuple[int, int]:
         """(title hits, abstract hits) of ``query`` in paper ``i``."""
         (t, tc), (a, ac) = self.titles[i], self.abstracts[i]

@@ -451,12 +451,11 @@ class Store:
                         str(status), int(str(attempts)), int(str(uncertain)), _parse_ts(str(due)),
                         str(error) if error else None, _parse_ts(str(sent)) if sent else None)
 
-    def due_deliveries(self, now: datetime) -> list[Delivery]:
-        """Pending messages whose next attempt is due, oldest first."""
-        rows = self.conn.execute(
-            f"{self._DELIVERY} WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
-            " ORDER BY o.id", (_ts(now),))
-        return [self._delivery(tuple(r)) for r in rows]
+    def mailed_to(self, address: str) -> set[str]:
+        """Names of subscribers with mail queued or sent to ``address`` (any letter case)."""
+        rows = self.conn.execute("SELECT DISTINCT subscriber FROM outbox"
+                                 " WHERE lower(recipient) = lower(?)", (address,))
+        return {r[0] for r in rows}
 
     def deliveries(self, statuses: Sequence[str] = ("pending", "failed")) -> list[Delivery]:
         """Outbox rows in these states, oldest first (for status and dry runs)."""
