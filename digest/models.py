@@ -20,12 +20,15 @@ class Paper:
     published: date | None = None
     date_raw: str | None = None
     upvotes: int | None = None
-    links: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()  # more links: PDF, code repository, project page, ...
     arxiv_id: str | None = None
-    url: str | None = None
+    url: str | None = None  # the paper's page (arXiv /abs/ or the HF paper page)
     source: str = ""
     line: int = 0
     first_seen: datetime | None = None
+    summary: str = ""  # a short summary the source gives beside the abstract (HF ai_summary)
+    version: int | None = None  # the arXiv version this sighting is of (v2 -> 2)
+    revision: bool = False  # the listing announces a new version of an older paper, not a new one
 
 
 @dataclass(frozen=True, slots=True)

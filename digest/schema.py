@@ -129,4 +129,13 @@ MIGRATIONS: tuple[str, ...] = (
         last_error TEXT
     );
     """,
+    # 4: what live sources say beyond title and abstract; e-mail retries counted in time
+    """
+    ALTER TABLE papers ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+    ALTER TABLE papers ADD COLUMN version INTEGER;
+    ALTER TABLE papers ADD COLUMN revision_only INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sightings ADD COLUMN version INTEGER;
+    ALTER TABLE outbox ADD COLUMN uncertain_since TEXT;
+    ALTER TABLE outbox ADD COLUMN failed_at TEXT;
+    """,
 )

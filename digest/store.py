@@ -29,8 +29,9 @@ from .schema import MIGRATIONS
 
 _PAPER_COLUMNS = (
     "p.key, p.title, p.abstract, p.authors, p.author_names, p.published, p.date_raw, "
-    "p.upvotes, p.links, p.arxiv_id, p.url, p.first_seen"
+    "p.upvotes, p.links, p.arxiv_id, p.url, p.first_seen, p.summary, p.version"
 )
+_N_PAPER_COLUMNS = _PAPER_COLUMNS.count(",") + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ def _matches_json(matches: tuple[Match, ...]) -> str:
 
 def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
     (key, title, abstract, authors, names, published, date_raw, upvotes, links, arxiv_id, url,
-     first_seen) = tuple(row)[:12]
+     first_seen, summary, version) = tuple(row)[:_N_PAPER_COLUMNS]
     return Paper(
         key=str(key), title=str(title), abstract=str(abstract),
         authors=authors if isinstance(authors, int) else None,
@@ -118,7 +119,8 @@ def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
         upvotes=upvotes if isinstance(upvotes, int) else None,
         links=tuple(json.loads(str(links))),
         arxiv_id=str(arxiv_id) if arxiv_id else None, url=str(url) if url else None,
-        first_seen=_parse_ts(str(first_seen)),
+        first_seen=_parse_ts(str(first_seen)), summary=str(summary or ""),
+        version=version if isinstance(version, int) else None,
     )
 
 
@@ -282,9 +284,10 @@ class Store:
                 if is_new:
                     new_keys.append(paper.key)
                 conn.execute(
-                    "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes),
+                    "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
+                    " version) VALUES (?, ?, ?, ?, ?, ?)",
+                    (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
+                     paper.version),
                 )
             conn.execute("UPDATE dumps SET new_papers = ? WHERE id = ?", (len(new_keys), dump_id))
         return IngestResult(dump_id, run_id, tuple(new_keys), len(dump.papers))
@@ -315,20 +318,27 @@ class Store:
             cur = self.conn.execute(
                 "INSERT INTO papers (key, title_norm, arxiv_id, title, abstract, authors,"
                 " author_names, published, date_raw, upvotes, links, url, first_run, first_dump,"
-                " first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " first_seen, summary, version, revision_only)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (paper.key, normalise_title(paper.title), paper.arxiv_id, paper.title,
                  paper.abstract, paper.authors, json.dumps(list(paper.author_names)),
                  paper.published.isoformat() if paper.published else None, paper.date_raw,
                  paper.upvotes, json.dumps(list(paper.links)), paper.url, run_id, dump_id,
-                 _ts(now)),
+                 _ts(now), paper.summary, paper.version, int(paper.revision)),
             )
-            return int(cur.lastrowid or 0), True
+            # A new version of a paper never seen before is an old paper: stored as seen
+            # (so it is never new later), but in no digest.
+            return int(cur.lastrowid or 0), not paper.revision
         # Seen before: fill in what the earlier sighting lacked; the key never changes.
         self.conn.execute(
             "UPDATE papers SET"
             " abstract = CASE WHEN length(abstract) < length(:abstract) THEN :abstract"
             "   ELSE abstract END,"
             " authors = coalesce(authors, :authors), published = coalesce(published, :published),"
+            " author_names = CASE WHEN author_names = '[]' THEN :names ELSE author_names END,"
+            " summary = CASE WHEN summary = '' THEN :summary ELSE summary END,"
+            " version = CASE WHEN :version IS NULL THEN version"
+            "   ELSE max(coalesce(version, 0), :version) END,"
             " date_raw = coalesce(date_raw, :date_raw),"
             " upvotes = CASE WHEN :upvotes IS NULL THEN upvotes"  # an unknown count keeps ours
             "   ELSE max(coalesce(upvotes, 0), :upvotes) END,"
@@ -338,7 +348,9 @@ class Store:
             {"abstract": paper.abstract, "authors": paper.authors,
              "published": paper.published.isoformat() if paper.published else None,
              "date_raw": paper.date_raw, "upvotes": paper.upvotes, "arxiv_id": paper.arxiv_id,
-             "url": paper.url, "links": json.dumps(list(paper.links)), "id": existing},
+             "url": paper.url, "links": json.dumps(list(paper.links)), "id": existing,
+             "names": json.dumps(list(paper.author_names)), "summary": paper.summary,
+             "version": paper.version},
         )
         return existing, False
 
@@ -350,7 +362,8 @@ class Store:
         """Papers first seen by a digest run in (after_run, upto_run], oldest first."""
         rows = self.conn.execute(
             f"SELECT {_PAPER_COLUMNS} FROM papers p JOIN runs r ON r.id = p.first_run"
-            " WHERE p.first_run > ? AND p.first_run <= ? AND r.kind = 'run' ORDER BY p.id",
+            " WHERE p.first_run > ? AND p.first_run <= ? AND r.kind = 'run'"
+            " AND p.revision_only = 0 ORDER BY p.id",
             (after_run, upto_run),
         )
         return [_paper_from_row(row) for row in rows]
@@ -432,8 +445,9 @@ class Store:
             (name, limit))
         items = []
         for row in rows:
-            matches = tuple(Match(*m) for m in json.loads(row[12 + 1]))
-            items.append(Ranked(_paper_from_row(row), float(row[12]), matches, int(row[14])))
+            score, matches_json, rank = row[_N_PAPER_COLUMNS:]
+            matches = tuple(Match(*m) for m in json.loads(matches_json))
+            items.append(Ranked(_paper_from_row(row), float(score), matches, int(rank)))
         return items
 
     # -- the outbox ------------------------------------------------------------------------
