@@ -17,7 +17,7 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -34,8 +34,12 @@ STOPWORDS = frozenset({
 })
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_COMPOUND = re.compile(r"[^\W_]+(?:['’][^\W_]+)*(?:[-‐‑][^\W_]+(?:['’][^\W_]+)*)+")
+# A word and any words hyphenated onto it. Every part after the first word is optional, so
+# a match never fails and is never retried from inside a word: linear in the text (a
+# pattern that *requires* a hyphen rescans the rest of every long word from each letter).
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*(?:[-‐‑][^\W_]+(?:['’][^\W_]+)*)*")
 _HYPHEN = re.compile(r"[-‐‑]")
+_HYPHENS = ("-", "‐", "‑")
 _APOSTROPHE = re.compile(r"['’]")
 _stems: dict[str, str] = {}
 
@@ -97,9 +101,18 @@ def analyse(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Text -> (stems in order, stems of hyphenated compounds joined up)."""
     get = _WORDS.get
     stems = tuple([get(w) or _word_stem(w) for w in _WORD.findall(text)])
-    if "-" not in text and "‐" not in text and "‑" not in text:
+    if not _has_hyphen(text):
         return stems, ()
-    return stems, tuple(_compound_stem(c) for c in _COMPOUND.findall(text))
+    return stems, tuple(_compound_stem(m.group()) for m in _compounds(text))
+
+
+def _has_hyphen(text: str) -> bool:
+    return any(h in text for h in _HYPHENS)
+
+
+def _compounds(text: str) -> Iterator[re.Match[str]]:
+    """Hyphenated compounds (``pre-training``), in order."""
+    return (m for m in _TOKEN.finditer(text) if _has_hyphen(m.group()))
 
 
 def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
@@ -392,8 +405,8 @@ def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int
         if st in needed:
             at.setdefault(st, {})[index] = m.span()
     compounds: dict[str, list[tuple[int, int]]] = {}
-    if "-" in text or "‐" in text or "‑" in text:
-        for m in _COMPOUND.finditer(text):
+    if _has_hyphen(text):
+        for m in _compounds(text):
             compounds.setdefault(_compound_stem(m.group()), []).append(m.span())
     found: list[tuple[int, int]] = []
     for q in queries:

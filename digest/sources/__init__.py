@@ -7,17 +7,25 @@ JSON, HTML and feed parsers join ``PARSERS`` beside the text-dump parser.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from types import ModuleType
 
 from ..errors import InputError
-from ..models import ParsedDump
+from ..models import ParsedDump, ParseWarning
 from . import feeds, hf_html, hf_json, hf_text
 
 PARSERS: tuple[ModuleType, ...] = (hf_text, hf_json, hf_html, feeds)
 _MIN_CONFIDENCE = 0.5
+# Structured listings say for themselves that they are listings: an empty one (an arXiv
+# query with no results, a quiet feed, a day with no papers) is simply no papers.
+_EMPTY_OK = frozenset({"feed", "hf-daily"})
+# Boilerplate: runs of at least _SHINGLE words found in the abstract of every entry, when
+# at least _BOILERPLATE_MIN_ENTRIES entries have one (fewer could share a phrase by chance).
+_SHINGLE = 3
+_BOILERPLATE_MIN_ENTRIES = 4
 
 
 def decode(path: str, raw: bytes) -> str:
@@ -59,10 +67,66 @@ def parse_text(path: str, text: str, *, today: date, allow_empty: bool = False) 
         raise InputError(path, f"could not be read by the {best.NAME} parser "
                                f"({type(exc).__name__}: {exc}); remove it from the inbox and "
                                "report it") from None
-    if not parsed.papers and not allow_empty:
+    if not parsed.papers and not allow_empty and best.NAME not in _EMPTY_OK:
         raise InputError(path, f"no papers found in this {best.NAME} document; remove it from "
                                "the inbox")
-    return parsed
+    return strip_boilerplate(parsed)
+
+
+def _word_key(word: str) -> str:
+    return word.strip(".,;:!?()[]{}\"'|·•").casefold()
+
+
+def _edges(keys: list[str], common: set[tuple[str, ...]]) -> list[bool]:
+    """Which words belong to a common run at the start or the end of an abstract (a card's
+    header and footer; the same phrase inside several abstracts may be the papers' own)."""
+    cover = [False] * len(keys)
+    for i in range(len(keys) - _SHINGLE + 1):
+        if tuple(keys[i:i + _SHINGLE]) in common:
+            cover[i:i + _SHINGLE] = [True] * _SHINGLE
+    drop = [False] * len(keys)
+    i = 0
+    while i < len(keys) and cover[i]:
+        drop[i] = True
+        i += 1
+    j = len(keys) - 1
+    while j >= i and cover[j]:
+        drop[j] = True
+        j -= 1
+    return drop
+
+
+def strip_boilerplate(dump: ParsedDump) -> ParsedDump:
+    """Remove text that every entry's abstract starts or ends with ("Add to Selected
+    Citations", "Download PDF", a journal's header): it says nothing about any paper, yet
+    it would match keywords in all of them. One warning names what was removed."""
+    words = [p.abstract.split() for p in dump.papers]
+    keys = [[_word_key(w) for w in ws] for ws in words]
+    with_text = [k for k in keys if len(k) >= _SHINGLE]
+    if len(with_text) < _BOILERPLATE_MIN_ENTRIES:
+        return dump
+    shingle_sets = sorted((set(zip(*(k[i:] for i in range(_SHINGLE)), strict=False))
+                           for k in with_text), key=len)
+    common = shingle_sets[0].intersection(*shingle_sets[1:])
+    common = {s for s in common if any(s)}
+    if not common:
+        return dump
+    papers = []
+    removed = ""
+    for paper, ws, ks in zip(dump.papers, words, keys, strict=True):
+        drop = _edges(ks, common)
+        if not any(drop):
+            papers.append(paper)
+            continue
+        if not removed:
+            removed = " ".join(w for w, d in zip(ws, drop, strict=True) if d)
+        kept = " ".join(w for w, d in zip(ws, drop, strict=True) if not d)
+        papers.append(dataclasses.replace(paper, abstract=kept))
+    if not removed:
+        return dump
+    note = ParseWarning(dump.path, dump.papers[0].line,
+                        f"text found in every entry removed before ranking: {removed[:80]!r}")
+    return dataclasses.replace(dump, papers=tuple(papers), warnings=(*dump.warnings, note))
 
 
 def file_date(path: Path, zone: tzinfo | None = None) -> date:
