@@ -226,9 +226,12 @@ def parse_cmd(dumps: tuple[Path, ...], as_json: bool, today: Any) -> None:
     parsed, errors = _parse_all(dumps, today.date() if today else None)
     if as_json:
         rows = [{
-            "title": p.title, "abstract": p.abstract, "authors": p.authors,
+            "title": p.title, "abstract": p.abstract, "summary": p.summary,
+            "authors": p.authors, "author_names": list(p.author_names),
             "date": p.published.isoformat() if p.published else None, "date_raw": p.date_raw,
-            "upvotes": p.upvotes, "links": list(p.links), "source": p.source, "line": p.line,
+            "upvotes": p.upvotes, "url": p.url, "links": list(p.links),
+            "arxiv_id": p.arxiv_id, "version": p.version, "revision": p.revision,
+            "source": p.source, "line": p.line,
             "key": p.key, "page_date": d.page_date.isoformat() if d.page_date else None,
         } for d in parsed for p in d.papers]
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
