@@ -354,12 +354,24 @@ def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) 
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--dry-run", is_flag=True,
               help="Write pending messages as .eml files under <data_dir>/outbox; send nothing.")
+@click.option("--retry-failed", is_flag=True,
+              help="First put failed messages back in the queue (same Message-ID), then send.")
+@click.option("--subscriber", metavar="NAME",
+              help="With --retry-failed: only this subscriber's failed messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def send_cmd(config_path: str | None, dry_run: bool, as_json: bool) -> None:
+def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscriber: str | None,
+             as_json: bool) -> None:
     """Deliver every pending e-mail now (retries included, whatever their back-off)."""
     from .pipeline import send_pending
 
-    report, written = send_pending(_config(config_path), dry_run=dry_run, progress=_progress())
+    if subscriber is not None and not retry_failed:
+        raise UsageError("--subscriber goes with --retry-failed (send delivers all pending "
+                         "mail)")
+    if retry_failed and dry_run:
+        raise UsageError("--retry-failed changes the queue; it cannot go with --dry-run")
+    config = _config(config_path)
+    requeue = _requeue_failed(config, subscriber) if retry_failed else None
+    report, written = send_pending(config, dry_run=dry_run, progress=_progress())
     if dry_run:
         if as_json:
             click.echo(json.dumps({"written": [str(p) for p in written]}, indent=2))
@@ -369,11 +381,59 @@ def send_cmd(config_path: str | None, dry_run: bool, as_json: bool) -> None:
             click.echo(f"{len(written)} pending message(s) written; nothing sent or marked")
         return
     if as_json:
-        click.echo(json.dumps(_delivery_dict(report), indent=2))
+        out = _delivery_dict(report) or {}
+        if requeue is not None:
+            out = {"requeued": len(requeue.requeued),
+                   "not_requeued": [{"subscriber": d.subscriber, "issue": d.issue,
+                                     "message_id": d.message_id, "reason": why}
+                                    for d, why in requeue.kept], **out}
+        click.echo(json.dumps(out, indent=2))
     else:
+        if requeue is not None:
+            _print_requeue(requeue, subscriber)
         _print_delivery(report)
     if report.retrying:
         raise SystemExit(1)
+
+
+def _mail_addresses(config: Any) -> dict[str, str]:
+    """Subscriber name -> address, for those the config still e-mails."""
+    return {p.name: p.email for p in config.subscribers if p.email and p.mail}
+
+
+def _requeue_failed(config: Any, subscriber: str | None) -> Any:
+    """``send --retry-failed``: failed messages back to pending, under the send lock."""
+    from .lock import exclusive
+    from .send import requeue_failed
+    from .store import Store
+
+    if config.smtp is None:
+        raise ConfigError(str(config.path), ["[smtp]: missing: add an [smtp] table to send "
+                                             "e-mail (see README, E-mail)"])
+    config.smtp.password()  # missing: an error before anything is requeued
+    with exclusive(config.data_dir, "send"):
+        store = Store.open(config.store_path)
+        try:
+            report = requeue_failed(store, lambda: datetime.now(UTC), _mail_addresses(config),
+                                    subscriber=subscriber)
+        finally:
+            store.close()
+    if (subscriber is not None and not report.requeued and not report.kept
+            and subscriber not in {p.name for p in config.subscribers}):
+        raise UsageError(f"no subscriber named {subscriber!r} in {config.path} or in the "
+                         "outbox")
+    return report
+
+
+def _print_requeue(requeue: Any, subscriber: str | None) -> None:
+    if requeue.requeued:
+        click.echo(f"requeued {len(requeue.requeued)} failed message(s), same Message-ID: "
+                   + ", ".join(f"{d.subscriber} issue {d.issue}" for d in requeue.requeued))
+    elif not requeue.kept:
+        click.echo("no failed messages to send again"
+                   + (f" for {subscriber}" if subscriber else ""))
+    for d, why in requeue.kept:
+        click.echo(f"not requeued: {d.subscriber} issue {d.issue}: {why}")
 
 
 @cli.command("status")
@@ -381,6 +441,7 @@ def send_cmd(config_path: str | None, dry_run: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status_cmd(config_path: str | None, as_json: bool) -> None:
     """Subscribers, their last digest, and e-mail waiting or failed."""
+    from .send import why_not_requeued
     from .store import Store
 
     config = _config(config_path)
@@ -397,10 +458,26 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
                 else "off")
         subs.append({"name": p.name, "email": p.email, "mail": mail, "last_issue": issue,
                      "last_digest_at": at, "unsubscribed_at": unsub})
-    rows = [{"subscriber": d.subscriber, "issue": d.issue, "status": d.status,
-             "recipient": d.recipient, "attempts": d.attempts, "last_error": d.last_error,
-             "next_attempt_at": d.next_attempt_at.isoformat(timespec="seconds")}
-            for d in deliveries]
+    unsubscribed = {name for name, (_, _, unsub) in known.items() if unsub}
+    addresses = _mail_addresses(config)
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat(timespec="seconds") if value else None
+
+    rows = []
+    for d in deliveries:
+        kept = (why_not_requeued(d, unsubscribed, addresses) if d.status == "failed"
+                else None)
+        retry = (f"digest send --retry-failed --subscriber {d.subscriber}"
+                 if d.status == "failed" and kept is None else None)
+        rows.append({"subscriber": d.subscriber, "issue": d.issue, "status": d.status,
+                     "recipient": d.recipient, "message_id": d.message_id,
+                     "attempts": d.attempts, "last_error": d.last_error,
+                     "next_attempt_at": when(d.next_attempt_at),
+                     "unconfirmed_tries": d.uncertain,
+                     "unconfirmed_since": when(d.uncertain_since),
+                     "failed_at": when(d.failed_at),
+                     "retry_command": retry, "not_retryable": kept})
     if as_json:
         click.echo(json.dumps({"subscribers": subs, "deliveries": rows}, indent=2))
         return
@@ -412,9 +489,22 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
     pending = sum(1 for r in rows if r["status"] == "pending")
     click.echo(f"e-mail: {pending} pending, {len(rows) - pending} failed")
     for r in rows:
-        when = f", next try {r['next_attempt_at']}" if r["status"] == "pending" else ""
+        extra = ""
+        if r["status"] == "pending":
+            if r["unconfirmed_tries"]:
+                extra += (f", {r['unconfirmed_tries']} unconfirmed since "
+                          f"{r['unconfirmed_since'] or '?'}")
+            extra += f", next try {r['next_attempt_at']}"
         click.echo(f"  {r['status']:<8} {r['subscriber']} issue {r['issue']} to {r['recipient']}"
-                   f" ({r['attempts']} attempt(s){when}): {r['last_error'] or '-'}")
+                   f" ({r['attempts']} attempt(s){extra}): {r['last_error'] or '-'}")
+        if r["status"] == "failed":
+            since = f"failed at {r['failed_at']}; " if r["failed_at"] else ""
+            then = (f"send it again: {r['retry_command']}" if r["retry_command"]
+                    else f"not sent again: {r['not_retryable']}")
+            click.echo(f"{'':11}{since}{then}")
+    if any(r["retry_command"] for r in rows):
+        click.echo("to send failed mail again (same Message-ID): "
+                   "digest send --retry-failed [--subscriber NAME]")
 
 
 def _by_email(config: Any, store: Any, email: str) -> list[str]:

@@ -6,12 +6,18 @@ Outcomes per message (FIELD-NOTES E13):
   on the next run, then after 1, 2, 4 ... minutes, at most 6 hours apart). A lost connection
   is reopened and the pass goes on with the next message, so one bad message never holds
   up the others; messages with fewer attempts go first.
-* 5xx for the recipient or the data, 552 (too big): failed, with the server's reply.
+  These retries have no limit: a message waits for the relay as long as it takes.
+* 5xx for the recipient or the data, 552 (too big): failed at once (retrying a 550 only
+  annoys the relay), with the server's reply and the time (``failed_at``).
 * When the connection drops or times out *after the message data went out*, the server may
-  have accepted it (RFC 1047): it is retried, with the same Message-ID, at most
-  ``MAX_UNCERTAIN`` times, then marked failed saying so. That, and a crash between the
-  server's 250 and the local commit, are the only ways a message can arrive twice.
+  have accepted it (RFC 1047): it is retried, with the same Message-ID and the same back-off,
+  until ``UNCERTAIN_WINDOW`` has passed since the first such try (``uncertain_since``) and at
+  least ``MIN_UNCERTAIN_TRIES`` were made, then marked failed saying how long and how many.
+  That, and a crash between the server's 250 and the local commit, are the only ways a
+  message can arrive twice.
 * Login, TLS or sender refused (530, 535, 550 to MAIL FROM): DeliveryError, nothing marked.
+* Failed messages go back in the queue, unchanged, with ``requeue_failed`` (``digest send
+  --retry-failed``); never those of a subscriber who unsubscribed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import re
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,7 +38,10 @@ from .store import Delivery, Store
 
 Clock = Callable[[], datetime]
 MAX_BACKOFF = timedelta(hours=6)
-MAX_UNCERTAIN = 3  # tries whose outcome the server never confirmed
+# A message whose tries the server never confirmed (it may have arrived) is given up once
+# both hold: this long since the first such try, and at least this many such tries.
+UNCERTAIN_WINDOW = timedelta(hours=24)
+MIN_UNCERTAIN_TRIES = 3
 MAX_RECONNECTS = 3  # lost connections in a row before a pass gives up
 
 
@@ -69,6 +78,70 @@ def backoff(attempts: int) -> timedelta:
     if attempts <= 1:
         return timedelta(0)
     return min(timedelta(minutes=2 ** (attempts - 2)), MAX_BACKOFF)
+
+
+def _give_up(d: Delivery, at: datetime) -> bool:
+    """True when one more unconfirmed try at ``at`` ends this message's retries."""
+    since = d.uncertain_since or at  # none before: this try is the first
+    return at - since >= UNCERTAIN_WINDOW and d.uncertain + 1 >= MIN_UNCERTAIN_TRIES
+
+
+def _hours(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 3600)} h"
+
+
+@dataclass(slots=True)
+class RequeueReport:
+    """What ``requeue_failed`` put back in the queue, and what it left failed and why."""
+
+    requeued: list[Delivery] = field(default_factory=list)
+    kept: list[tuple[Delivery, str]] = field(default_factory=list)
+
+
+def why_not_requeued(d: Delivery, unsubscribed: Collection[str],
+                     addresses: Mapping[str, str]) -> str | None:
+    """Why this failed message must stay failed, or None when it may be sent again.
+
+    ``addresses`` maps each subscriber the config still e-mails to their address.
+    """
+    if d.subscriber in unsubscribed or d.last_error == "unsubscribed before delivery":
+        return f"{d.subscriber} has unsubscribed"
+    address = addresses.get(d.subscriber)
+    if address is None:
+        return (f"{d.subscriber} is gone from the config, has no e-mail address, or has "
+                "mail = false")
+    if address.casefold() != d.recipient.casefold():
+        return (f"it is addressed to {d.recipient} and the config now says {address} "
+                "(the next digest goes to the new address)")
+    return None
+
+
+def requeue_failed(store: Store, now: Clock, addresses: Mapping[str, str], *,
+                   subscriber: str | None = None) -> RequeueReport:
+    """Move failed messages (all, or ``subscriber``'s) back to pending, due now.
+
+    Their attempts and unconfirmed tries start again from nothing; the Message-ID and the
+    bytes stay the same, so a message that did arrive before is recognised as a repeat.
+    """
+    report = RequeueReport()
+    unsubscribed = store.unsubscribed()
+    todo: dict[int, Delivery] = {}
+    for d in store.deliveries(("failed",)):
+        if subscriber is not None and d.subscriber != subscriber:
+            continue
+        why = why_not_requeued(d, unsubscribed, addresses)
+        if why is None:
+            todo[d.id] = d
+        else:
+            report.kept.append((d, why))
+    done = set(store.requeue_failed(list(todo), now()))
+    for delivery_id, d in todo.items():
+        if delivery_id in done:
+            report.requeued.append(d)
+        else:  # unsubscribed (or requeued by someone else) a moment ago
+            report.kept.append((d, f"{d.subscriber} has unsubscribed, or it is no longer "
+                                   "failed"))
+    return report
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -187,7 +260,7 @@ def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True
     for d in store.deliveries(("pending",)):
         if allowed is not None and d.subscriber not in allowed:
             store.mark_failed(d.id, "cancelled: the subscriber is gone from the config, has "
-                                    "no e-mail address, or has mail = false")
+                                    "no e-mail address, or has mail = false", now())
         elif due_only and d.next_attempt_at > now():
             report.not_due += 1
         else:
@@ -196,17 +269,20 @@ def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True
     if not todo:
         return report
 
-    def fail(d: Delivery, reason: str) -> None:
-        store.mark_failed(d.id, reason)
+    def fail(d: Delivery, reason: str, uncertain: bool = False) -> None:
+        store.mark_failed(d.id, reason, now(), uncertain)
         report.failed.append((d.message_id, reason))
         say(f"failed {d.subscriber} issue {d.issue}: {reason}")
 
     def retry(d: Delivery, reason: str, uncertain: bool = False) -> None:
-        if uncertain and d.uncertain + 1 >= MAX_UNCERTAIN:
-            fail(d, f"gave up after {MAX_UNCERTAIN} tries the server never confirmed (it may "
-                    f"have delivered them): {reason}")
+        at = now()
+        if uncertain and _give_up(d, at):
+            fail(d, f"gave up after {d.uncertain + 1} tries the server never confirmed, the "
+                    f"first {_hours(at - (d.uncertain_since or at))} ago (it may have "
+                    f"delivered the message; unconfirmed tries stop after "
+                    f"{_hours(UNCERTAIN_WINDOW)}): {reason}", uncertain=True)
             return
-        store.mark_retry(d.id, reason, now() + backoff(d.attempts + 1), uncertain)
+        store.mark_retry(d.id, reason, at + backoff(d.attempts + 1), at if uncertain else None)
         report.retrying.append((d.message_id, reason))
         say(f"will retry {d.subscriber} issue {d.issue}: {reason}")
 

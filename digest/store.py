@@ -15,7 +15,7 @@ import json
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -82,6 +82,8 @@ class Delivery:
     next_attempt_at: datetime
     last_error: str | None
     sent_at: datetime | None
+    uncertain_since: datetime | None = None  # when the first unconfirmed try was made
+    failed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,17 +455,19 @@ class Store:
     # -- the outbox ------------------------------------------------------------------------
     _DELIVERY = ("SELECT o.id, o.subscriber, i.number, o.recipient, o.message_id, o.subject,"
                  " o.raw, o.status, o.attempts, o.uncertain, o.next_attempt_at, o.last_error,"
-                 " o.sent_at"
+                 " o.sent_at, o.uncertain_since, o.failed_at"
                  " FROM outbox o JOIN issues i ON i.id = o.issue_id")
 
     @staticmethod
     def _delivery(row: tuple[object, ...]) -> Delivery:
         (id_, subscriber, issue, recipient, mid, subject, raw, status, attempts, uncertain, due,
-         error, sent) = row
+         error, sent, uncertain_since, failed_at) = row
         return Delivery(int(str(id_)), str(subscriber), int(str(issue)), str(recipient),
                         str(mid), str(subject), bytes(raw) if isinstance(raw, bytes) else b"",
                         str(status), int(str(attempts)), int(str(uncertain)), _parse_ts(str(due)),
-                        str(error) if error else None, _parse_ts(str(sent)) if sent else None)
+                        str(error) if error else None, _parse_ts(str(sent)) if sent else None,
+                        _parse_ts(str(uncertain_since)) if uncertain_since else None,
+                        _parse_ts(str(failed_at)) if failed_at else None)
 
     def mailed_to(self, address: str) -> set[str]:
         """Names of subscribers with mail queued or sent to ``address`` (any letter case)."""
@@ -486,20 +490,53 @@ class Store:
                               (_ts(now), delivery_id))
 
     def mark_retry(self, delivery_id: int, error: str, next_at: datetime,
-                   uncertain: bool = False) -> None:
-        """A transient failure: stay pending, try again at ``next_at``."""
-        with self.transaction():
-            self.conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
-                              " next_attempt_at = ?, uncertain = uncertain + ? WHERE id = ? AND"
-                              " status = 'pending'",
-                              (error, _ts(next_at), int(uncertain), delivery_id))
+                   uncertain_at: datetime | None = None) -> None:
+        """A transient failure: stay pending, try again at ``next_at``.
 
-    def mark_failed(self, delivery_id: int, error: str) -> None:
-        """A permanent failure for this recipient, with the server's reply."""
+        ``uncertain_at`` is the time of a try the server never confirmed; the first such
+        time is kept in ``uncertain_since``.
+        """
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " uncertain = uncertain + ?, uncertain_since = coalesce(uncertain_since, ?)"
+                " WHERE id = ? AND status = 'pending'",
+                (error, _ts(next_at), int(uncertain_at is not None),
+                 _ts(uncertain_at) if uncertain_at else None, delivery_id))
+
+    def mark_failed(self, delivery_id: int, error: str, at: datetime | None = None,
+                    uncertain: bool = False) -> None:
+        """A permanent failure for this recipient, with the server's reply, at ``at`` (now)."""
         with self.transaction():
             self.conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1,"
-                              " last_error = ? WHERE id = ? AND status = 'pending'",
-                              (error, delivery_id))
+                              " uncertain = uncertain + ?, last_error = ?, failed_at = ?"
+                              " WHERE id = ? AND status = 'pending'",
+                              (int(uncertain), error, _ts(at or datetime.now(UTC)),
+                               delivery_id))
+
+    def requeue_failed(self, ids: Collection[int], now: datetime) -> list[int]:
+        """Put these failed messages back in the queue, due at ``now``, their counters reset.
+
+        The Message-ID and the message bytes stay as they were, so a recipient's mail client
+        can tell a repeat. Never the mail of a subscriber who has unsubscribed, nor mail that
+        was cancelled by their unsubscribing: those stay failed. One transaction; returns the
+        ids requeued.
+        """
+        requeued: list[int] = []
+        with self.transaction() as conn:
+            for delivery_id in ids:
+                cur = conn.execute(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, uncertain = 0,"
+                    " uncertain_since = NULL, failed_at = NULL, next_attempt_at = ?,"
+                    " last_error = 'requeued after: ' || coalesce(last_error, 'failed')"
+                    " WHERE id = ? AND status = 'failed'"
+                    " AND coalesce(last_error, '') != 'unsubscribed before delivery'"
+                    " AND subscriber NOT IN"
+                    " (SELECT name FROM subscribers WHERE unsubscribed_at IS NOT NULL)",
+                    (_ts(now), delivery_id))
+                if cur.rowcount:
+                    requeued.append(delivery_id)
+        return requeued
 
     def set_unsubscribed(self, name: str, when: datetime | None) -> bool:
         """Stop (or, with None, resume) mail to a subscriber; their history stays."""
