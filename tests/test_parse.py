@@ -181,7 +181,7 @@ def test_junk_metadata_line_warns(shared_dumps: list[Path]) -> None:
     ((DATA / "not_a_dump.txt").read_bytes(), "not a page dump"),
     (b"new\n\nGet trending papers in your email inbox!\n\nSubscribe\n", "no papers found"),
     (b"<html><body>Nothing to see</body></html>", "no papers found in this hf-page"),
-    (b"[]", "no papers found in this hf-daily"),
+    (b'{"items": 5}', "JSON without a list of papers"),  # ("[]" is an empty listing)
 ])
 def test_not_a_dump_is_an_error_naming_the_file(tmp_path: Path, content: bytes,
                                                 message: str) -> None:
