@@ -7,12 +7,11 @@ table would silently change ranking) and come with the closest valid key.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 import ssl
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -28,6 +27,22 @@ from .models import Keyword, Profile
 DEFAULT_CONFIG = "config.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\".]+(\.[^@\s<>\".]+)*$")
+# Upper bounds of the numbers: far above any real use, and within what every consumer
+# (SQLite's 64-bit integers, floats, socket timeouts, timers) can hold.
+MAX_FEED_SIZE = 10_000
+MAX_ALSO_NEW = 10_000
+MAX_ITEMS = 10_000
+MAX_RESULTS = 2_000
+MAX_PER_MINUTE = 10_000
+MAX_WEIGHT = 1_000
+MAX_MIN_SCORE = 1_000_000
+MAX_TIMEOUT = 3_600  # seconds
+MAX_POLL_INTERVAL = 7 * 24 * 3600  # seconds: a week
+MAX_DEPTH = 8  # arrays and tables inside a value; digest's own settings nest at most 2
+# Control characters: none in any value; tab and line breaks are fine in multi-line text.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+_MULTI_LINE = {("digest", "intro"), ("subscribers", "keywords"), ("subscribers", "exclude")}
 
 
 def address_problem(value: str) -> str | None:
@@ -170,7 +185,7 @@ class _Checker:
     def add(self, table: str, index: int | None, key: str | None, message: str,
             suffix: str = "") -> None:
         where = f"[{table}]" + (f"[{index}]" if index is not None else "") if table else ""
-        dotted = f"{where}.{key}{suffix}" if key and where else (key or where)
+        dotted = _printable(f"{where}.{key}{suffix}" if key and where else (key or where))
         line = self.line_of(table, index, key)
         self.problems.append(f"{str(line) + ': ' if line else ''}{dotted}: {message}")
 
@@ -184,9 +199,79 @@ class _Checker:
                 self.add(table, index, key, f"unknown key{hint}")
 
 
+def _printable(text: str) -> str:
+    """``text`` as is, or escaped when it holds characters that would garble the line."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _in_range(value: float, low: float, high: float, *, above: bool = False) -> bool:
+    """``low <= value <= high`` (``low < value`` with ``above``): exact for an integer of
+    any size (never converted to a float), False for NaN."""
+    return bool((value > low if above else value >= low) and value <= high)
+
+
+def _integer(check: _Checker, table: str, index: int | None, data: dict[str, Any], key: str,
+             default: int, low: int, high: int, note: str = "") -> int:
+    """An integer key, range-checked (the default when it is missing or wrong)."""
+    value: int = _typed(check, table, index, data, key, int, default, "an integer")
+    if not _in_range(value, low, high):
+        check.add(table, index, key, f"must be at least {low} and at most {high}{note}, got "
+                  f"{_describe(value)}")
+        return default
+    return value
+
+
+Where = tuple[str, int | None, str]
+
+
+def _values(raw: dict[str, Any]) -> Iterator[tuple[Where, Any]]:
+    """Every key's value with where it is (table, index in an array of tables, key)."""
+    for top, value in raw.items():
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield (top, None, key), item
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for index, table in enumerate(value):
+                for key, item in table.items():
+                    yield (top, index, key), item
+        else:
+            yield ("", None, top), value
+
+
+def _value_problem(where: Where, value: Any) -> tuple[str, str] | None:
+    """(suffix, message) for the first unusable part of one value: nested too deeply or a
+    control character. Iterative, so no depth of nesting can exhaust the stack."""
+    text_ok = _CONTROL_IN_TEXT if (where[0], where[2]) in _MULTI_LINE else _CONTROL
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, suffix = stack.pop()
+        if depth > MAX_DEPTH:
+            return "", (f"nests arrays or tables more than {MAX_DEPTH} levels deep (no "
+                        "setting of digest nests like that)")
+        if isinstance(item, str) and (bad := text_ok.search(item)):
+            char = ord(bad.group())
+            return suffix, (f"contains the control character U+{char:04X}"
+                            + (" (NUL)" if char == 0 else "") + "; remove it")
+        if isinstance(item, list):
+            stack += [(v, depth + 1, f"{suffix}[{n}]") for n, v in reversed(list(enumerate(item)))]
+        elif isinstance(item, dict):
+            stack += [(v, depth + 1, f"{suffix}.{k}") for k, v in reversed(list(item.items()))]
+    return None
+
+
+def _check_values(path: Path, text: str, raw: dict[str, Any]) -> None:
+    """Stop at once on values nothing else can look at safely (too deep, control characters)."""
+    check = _Checker(path, text)
+    for (table, index, key), value in _values(raw):
+        if (problem := _value_problem((table, index, key), value)) is not None:
+            check.add(table, index, key, problem[1], problem[0])
+    if check.problems:
+        raise ConfigError(str(path), check.problems)
 
 
 def _typed(check: _Checker, table: str, index: int | None, data: dict[str, Any], key: str,
@@ -226,11 +311,11 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
                 check.add("subscribers", index, key, "a keyword table needs term = \"...\"",
                           suffix)
                 continue
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
-                    math.isfinite(weight) and weight > 0):
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not \
+                    _in_range(weight, 0, MAX_WEIGHT, above=True):
                 check.add("subscribers", index, key,
-                          f"weight must be a number above 0, got {_describe(weight)} "
-                          "(put unwanted words in exclude)", suffix)
+                          f"weight must be a number above 0 and at most {MAX_WEIGHT}, got "
+                          f"{_describe(weight)} (put unwanted words in exclude)", suffix)
                 continue
             term = term_value
         else:
@@ -284,17 +369,15 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         check.add("subscribers", index, "email", problem)
     min_score = _typed(check, "subscribers", index, data, "min_score", (int, float), 0.0,
                        "a number")
-    if not math.isfinite(min_score) or min_score < 0:
-        check.add("subscribers", index, "min_score", f"must be a number of 0 or more, got "
-                  f"{min_score!r}")
+    if not _in_range(min_score, 0, MAX_MIN_SCORE):
+        check.add("subscribers", index, "min_score", f"must be a number of 0 or more, at most "
+                  f"{MAX_MIN_SCORE}, got {_describe(min_score)}")
         min_score = 0.0
-    max_items = _typed(check, "subscribers", index, data, "max_items", int, 20, "an integer")
-    if max_items < 1:
-        check.add("subscribers", index, "max_items", f"must be at least 1, got {max_items}")
+    max_items = _integer(check, "subscribers", index, data, "max_items", 20, 1, MAX_ITEMS)
     return Profile(
         name=name, email=email, keywords=_keywords(check, index, data, "keywords"),
         exclude=_keywords(check, index, data, "exclude"), min_score=float(min_score),
-        max_items=max(1, max_items),
+        max_items=max_items,
         feed=_typed(check, "subscribers", index, data, "feed", bool, True, "true or false"),
         mail=_typed(check, "subscribers", index, data, "mail", bool, True, "true or false"),
         cadence=_cadence(check, index, data), timezone=_zone(check, "subscribers", index, data),
@@ -371,9 +454,7 @@ def _source(base: Path, check: _Checker, index: int, data: Any,
             check.add("sources", index, "path", "missing: a folder source needs a path")
         else:
             path = _path(base, check, data, "path", "", table="sources")
-    max_results = _typed(check, "sources", index, data, "max_results", int, 100, "an integer")
-    if not 0 < max_results <= 2000:
-        check.add("sources", index, "max_results", f"must be 1 to 2000, got {max_results}")
+    max_results = _integer(check, "sources", index, data, "max_results", 100, 1, MAX_RESULTS)
     date_text = _typed(check, "sources", index, data, "date", str, None, "a YYYY-MM-DD date")
     if date_text is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date_text):
         check.add("sources", index, "date", f"{date_text!r} is not a YYYY-MM-DD date")
@@ -390,17 +471,18 @@ _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hours?)?\s*$", re.
 
 def _interval(check: _Checker, data: dict[str, Any]) -> float:
     value = data.get("poll_interval", "10m")
-    seconds = None
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = value
     elif isinstance(value, str) and (m := _INTERVAL.match(value)):
         unit = (m[2] or "s").lower()[0]
         seconds = float(m[1]) * {"s": 1, "m": 60, "h": 3600}[unit]
-    if seconds is None or not (math.isfinite(seconds) and seconds >= 1):
+    if seconds is None or not _in_range(seconds, 1, MAX_POLL_INTERVAL):
         check.add("digest", None, "poll_interval",
-                  f"expected seconds or a duration like \"10m\", got {_describe(value)}")
+                  f"expected seconds (1 to {MAX_POLL_INTERVAL}, a week) or a duration like "
+                  f"\"10m\", got {_describe(value)}")
         return 600.0
-    return seconds
+    return float(seconds)
 
 
 def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | None:
@@ -430,15 +512,13 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
         check.add("smtp", None, "security", f"must be starttls, ssl or none, got {security!r}"
                   + (f"; did you mean {close[0]!r}?" if close else ""))
         security = "starttls"
-    port = _typed(check, "smtp", None, data, "port", int, _DEFAULT_PORTS[security], "an integer")
-    if not 0 < port < 65536:
-        check.add("smtp", None, "port", f"must be 1 to 65535, got {port}")
-    rate = _typed(check, "smtp", None, data, "max_per_minute", int, 0, "an integer")
-    if rate < 0:
-        check.add("smtp", None, "max_per_minute", f"must be 0 (no limit) or more, got {rate}")
+    port = _integer(check, "smtp", None, data, "port", _DEFAULT_PORTS[security], 1, 65535)
+    rate = _integer(check, "smtp", None, data, "max_per_minute", 0, 0, MAX_PER_MINUTE,
+                    " (0: no limit)")
     timeout = _typed(check, "smtp", None, data, "timeout", (int, float), 30.0, "a number")
-    if not (math.isfinite(timeout) and timeout > 0):
-        check.add("smtp", None, "timeout", f"must be a number of seconds above 0, got {timeout}")
+    if not _in_range(timeout, 0, MAX_TIMEOUT, above=True):
+        check.add("smtp", None, "timeout", f"must be a number of seconds above 0 and at most "
+                  f"{MAX_TIMEOUT}, got {_describe(timeout)}")
         timeout = 30.0
     if "password" in data:
         check.add("smtp", None, "password", "never put the password in the config file: "
@@ -462,7 +542,7 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
         return None
     return SmtpConfig(
         host=host, port=port, security=security, sender=sender, username=username,
-        password_env=password_env, reply_to=text("reply_to"), max_per_minute=max(0, rate),
+        password_env=password_env, reply_to=text("reply_to"), max_per_minute=rate,
         timeout=float(timeout), ca_file=ca_file,
         unsubscribe_mailto=text("unsubscribe_mailto"), config_path=str(path))
 
@@ -470,7 +550,11 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
 def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str,
           table: str = "digest") -> Path:
     value: str = _typed(check, table, None, data, key, str, default, "a path (string)")
-    return (base / os.path.expanduser(value)).resolve()
+    try:
+        return (base / os.path.expanduser(value)).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL, a symbolic link loop, ...
+        check.add(table, None, key, f"{_describe(value)} cannot be used as a path ({exc})")
+        return base / default
 
 
 def _sources(base: Path, check: _Checker, raw: Any) -> tuple[SourceConfig, ...]:
@@ -482,14 +566,37 @@ def _sources(base: Path, check: _Checker, raw: Any) -> tuple[SourceConfig, ...]:
     return tuple(s for s in found if s is not None)
 
 
-def parse_config(path: Path, text: str) -> Config:
-    """Check config text; raise ConfigError listing every problem."""
+def _load_toml(path: Path, text: str) -> dict[str, Any]:
+    """The parsed TOML, or a ConfigError for text tomllib refuses or cannot get through."""
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"at line (\d+)", str(exc))
         where = f"{found.group(1)}: " if found else ""
         raise ConfigError(str(path), [f"{where}invalid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        where = _first_line(text, lambda line: line.count("[") + line.count("{") > 32)
+        raise ConfigError(str(path), [f"{where}invalid TOML: arrays or tables nested too "
+                                      "deeply to read"]) from None
+    except ValueError as exc:  # int()'s digit limit, which tomllib lets through
+        where = _first_line(text, re.compile(r"\d[\d_]{4299}").search)
+        problem = "a number with too many digits" if "digits" in str(exc) else str(exc)
+        raise ConfigError(str(path), [f"{where}invalid TOML: {problem}"]) from None
+
+
+def _first_line(text: str, found: Callable[[str], object]) -> str:
+    """``"N: key: "`` for the first line where ``found`` is true (best effort: "" if none)."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if found(line):
+            key = re.match(r"^\s*([A-Za-z0-9_.\"'-]+)\s*=", line)
+            return f"{n}: {_printable(key.group(1))}: " if key else f"{n}: "
+    return ""
+
+
+def parse_config(path: Path, text: str) -> Config:
+    """Check config text; raise ConfigError listing every problem."""
+    raw = _load_toml(path, text)
+    _check_values(path, text, raw)
     check = _Checker(path, text)
     check.unknown("", None, raw, _TOP_KEYS)
     digest = raw.get("digest", {})
@@ -511,12 +618,9 @@ def parse_config(path: Path, text: str) -> Config:
             site_url = None
         elif not site_url.endswith("/"):
             site_url += "/"
-    feed_size = _typed(check, "digest", None, digest, "feed_size", int, 50, "an integer")
-    if feed_size < 1:
-        check.add("digest", None, "feed_size", f"must be at least 1, got {feed_size}")
-    also_new = _typed(check, "digest", None, digest, "also_new", int, 30, "an integer")
-    if also_new < 0:
-        check.add("digest", None, "also_new", f"must be 0 or more, got {also_new}")
+    feed_size = _integer(check, "digest", None, digest, "feed_size", 50, 1, MAX_FEED_SIZE,
+                         " entries")
+    also_new = _integer(check, "digest", None, digest, "also_new", 30, 0, MAX_ALSO_NEW)
     templates = None
     if "templates" in digest:
         templates = _path(base, check, digest, "templates", "")
@@ -541,7 +645,7 @@ def parse_config(path: Path, text: str) -> Config:
         inbox=_path(base, check, digest, "inbox", "inbox"),
         data_dir=_path(base, check, digest, "data_dir", "data"),
         feeds_dir=_path(base, check, digest, "feeds_dir", "feeds"),
-        site_url=site_url, feed_size=max(1, feed_size), also_new=max(0, also_new),
+        site_url=site_url, feed_size=feed_size, also_new=also_new,
         templates=templates, timezone=timezone,
         intro=_typed(check, "digest", None, digest, "intro", str, "", "a string (Markdown)"),
         smtp=_smtp(base, path, check, raw.get("smtp")),
@@ -563,6 +667,6 @@ def load_config(path: Path | str | None = None, *,
     except FileNotFoundError:
         raise ConfigError(str(chosen), ["no such file; pass --config PATH or create "
                                         "config.toml (see README)"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(chosen), [f"cannot read: {exc}"]) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError(_printable(str(chosen)), [f"cannot read: {exc}"]) from None
     return parse_config(chosen.resolve(), text)

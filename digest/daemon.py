@@ -23,6 +23,7 @@ from .cadence import is_due, latest_slot, parse_cadence
 from .config import Config
 from .errors import DigestError
 from .fetch import PollReport, poll
+from .fsutil import remove_stale_temps
 from .lock import exclusive
 from .models import RunReport
 from .pipeline import run
@@ -120,6 +121,10 @@ class Daemon:
         with exclusive(self.config.data_dir, "daemon", wait=wait, name="daemon",
                        on_wait=self.log):
             self.started = True
+            # The fetcher writes into the inbox only under this lock: a temp file left there
+            # is from a daemon that was killed mid-fetch.
+            for path, why in remove_stale_temps(self.config.inbox):
+                self.log(f"{path}: cannot remove a leftover temporary file: {why}")
             self.log(f"daemon started: polling every {self.config.poll_interval:g} s, "
                      f"{len(self.config.sources)} source(s), "
                      f"{len(self.config.subscribers)} subscriber(s)")

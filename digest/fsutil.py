@@ -1,16 +1,41 @@
-"""Publishing files atomically: readers see the old file or the new one, never half."""
+"""Publishing files atomically: readers see the old file or the new one, never half.
+
+A file is written in full to a temporary file, fsynced, and renamed over its target.
+The temporary file lives in a hidden ``.digest-tmp`` folder beside the target (the same
+file system, so the rename is atomic), created mode 0700 and removed again once empty;
+the file itself stays mode 0600 until it is complete. A web server publishing the folder
+therefore never finds a partial or stray copy there between writes, and a server running
+as another user cannot read one even during a write. A process killed mid-write leaves
+its temporary file behind: ``remove_stale_temps`` removes such leftovers (only names of
+our own pattern) at the start of the next run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError
+from .faults import checkpoint
+
+TEMP_DIR = ".digest-tmp"
+# mkstemp names: our prefix, then 8 characters of tempfile's alphabet, then our suffix.
+_TEMP_NAME = re.compile(r"^[^/]+\.[a-z0-9_]{8}\.tmp$")
+# What earlier versions left directly in the folder: ".<target>.<8 chars>.tmp", where
+# the target is one of the files digest writes (a feed, a digest, an .eml).
+_LEGACY_TEMP_NAME = re.compile(r"^\.[^/]+\.(?:atom|md|html|eml)\.[a-z0-9_]{8}\.tmp$")
+DEFAULT_MODE = 0o644
 
 
 def atomic_write(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` via temp file + fsync + rename; False if already identical."""
+    """Write ``data`` to ``path`` via temp file + fsync + rename; False if already identical.
+
+    A new file gets mode 0644; a file that exists keeps its mode.
+    """
     try:
         if path.read_bytes() == data:
             return False
@@ -19,19 +44,113 @@ def atomic_write(path: Path, data: bytes) -> bool:
     except OSError as exc:
         raise OutputError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _replace(path, data)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror}; check the folder exists "
+                          "and is writable") from None
+    return True
+
+
+def _replace(path: Path, data: bytes) -> None:
+    mode = _mode_of(path)
+    folder = _temp_folder(path.parent)
+    try:
+        fd, name = _mkstemp(folder, path)
+        tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
+            checkpoint(f"write:{path.suffix.lstrip('.') or 'file'}")
+            os.chmod(tmp, mode)  # readable only now that it is complete
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc.strerror}; check the folder exists "
-                          "and is writable") from None
-    return True
+    finally:
+        _remove_if_empty(folder)
+    _fsync_folder(path.parent)
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return DEFAULT_MODE
+
+
+def _temp_folder(parent: Path) -> Path:
+    """``parent/.digest-tmp``, created (mode 0700) if needed."""
+    folder = parent / TEMP_DIR
+    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        if folder.is_symlink() or not folder.is_dir():
+            raise OutputError(f"{folder}: is not a folder; digest keeps its temporary files "
+                              "there while it writes: remove it") from None
+    return folder
+
+
+def _mkstemp(folder: Path, path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=folder, prefix=f"{path.name}.", suffix=".tmp")
+    except FileNotFoundError:  # another writer has just removed the empty folder
+        _temp_folder(folder.parent)
+        return tempfile.mkstemp(dir=folder, prefix=f"{path.name}.", suffix=".tmp")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (another writer), or already gone
+        folder.rmdir()
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def is_stale_temp(path: Path) -> bool:
+    """True for a name only digest's own temporary files have (in ``.digest-tmp`` or, from
+    earlier versions, a hidden ``.<target>.XXXXXXXX.tmp`` beside the target)."""
+    if path.parent.name == TEMP_DIR:
+        return bool(_TEMP_NAME.match(path.name))
+    return bool(_LEGACY_TEMP_NAME.match(path.name))
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """Temporary files an interrupted write left in ``folder`` (regular files only)."""
+    found: list[Path] = []
+    for where in (folder, folder / TEMP_DIR):
+        try:
+            if where.is_symlink() or not where.is_dir():
+                continue
+            found += [p for p in sorted(where.iterdir())
+                      if is_stale_temp(p) and p.is_file() and not p.is_symlink()]
+        except OSError:
+            continue
+    return found
+
+
+def remove_stale_temps(folder: Path) -> list[tuple[Path, str]]:
+    """Remove what ``stale_temps`` finds; return (file, why) for each that stays.
+
+    Call it only while holding the lock of every writer of ``folder``: a temporary file
+    is stale only if no one is writing it.
+    """
+    problems = []
+    for path in stale_temps(folder):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append((path, str(exc.strerror)))
+    _remove_if_empty(folder / TEMP_DIR)
+    return problems

@@ -7,6 +7,8 @@ does the same against an in-memory copy of the store and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from .config import Config, SmtpConfig
 from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
-from .fsutil import atomic_write
+from .fsutil import TEMP_DIR, atomic_write, remove_stale_temps
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
 from .models import Digest, Paper, RunReport
@@ -205,12 +207,16 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
     for profile in config.subscribers:
         if not profile.feed:
             continue
+        path = config.feeds_dir / f"{profile.name}.atom"
+
+        def warn(message: str, path: Path = path) -> None:
+            report.warn(f"{path}: warning: {message}")
+
         data = build_feed(
             authority=authority, tag_date=tag_date, name=profile.name, title=config.title,
             self_url=config.feed_url(profile.name),
             items=store.feed_items(profile.name, config.feed_size),
-            keywords=profile.keywords, renderer=renderer, empty_updated=created)
-        path = config.feeds_dir / f"{profile.name}.atom"
+            keywords=profile.keywords, renderer=renderer, empty_updated=created, warn=warn)
         (report.feeds_written if atomic_write(path, data) else report.feeds_unchanged).append(
             str(path))
 
@@ -242,6 +248,8 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
                 due: Mapping[str, datetime | None] | None) -> None:
+    check_output_folders(config)  # before anything is recorded: nothing half-published
+    remove_leftovers(config, report)
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,
@@ -262,6 +270,75 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
                                       progress=progress)
     finally:
         store.close()
+
+
+def output_folders(config: Config) -> list[tuple[str, Path]]:
+    """(config key, folder) of every folder a run publishes into."""
+    folders = [("feeds_dir", config.feeds_dir)] if any(p.feed for p in config.subscribers) \
+        else []
+    folders.append(("data_dir", config.digests_dir))
+    folders += [("data_dir", config.digests_dir / p.name) for p in config.subscribers]
+    return folders
+
+
+def check_output_folders(config: Config) -> None:
+    """ConfigError naming the key and the path when a run could not publish its files.
+
+    Checked before ingest, so a run never records digests it then cannot write (or feeds
+    it cannot update). Read-only: a missing folder only needs a writable parent.
+    """
+    problems = [f"[digest].{key}: {problem}" for key, folder in output_folders(config)
+                if (problem := folder_problem(folder))]
+    problems += [f"[digest].feeds_dir: {feed} is a folder, not a file; remove it so the "
+                 "feed can be written"
+                 for p in config.subscribers
+                 if p.feed and (feed := config.feeds_dir / f"{p.name}.atom").is_dir()]
+    if problems:
+        raise ConfigError(str(config.path), problems)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created if missing), or None."""
+    if os.path.lexists(folder) and not folder.exists():
+        return f"{folder} is a broken symbolic link"
+    if not folder.exists():
+        return _creation_problem(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    temp = folder / TEMP_DIR
+    if os.path.lexists(temp) and (temp.is_symlink() or not temp.is_dir()):
+        return f"{temp} is not a folder (digest writes its temporary files there); remove it"
+    return None
+
+
+def _creation_problem(folder: Path) -> str | None:
+    """Why ``folder``, which does not exist, cannot be created (None when it can)."""
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {folder}: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {folder}: {parent} is not writable"
+    return None
+
+
+def remove_leftovers(config: Config, report: RunReport) -> None:
+    """Remove the temporary files that a killed run left in the output folders.
+
+    Only names of digest's own temporary-file pattern, only in the folders it publishes
+    into, and only while the run lock is held (so no writer is using one).
+    """
+    folders = {config.feeds_dir, config.data_dir / "outbox"}
+    with contextlib.suppress(OSError):  # no digests yet
+        folders.update(p for p in config.digests_dir.iterdir()
+                       if p.is_dir() and not p.is_symlink() and p.name != TEMP_DIR)
+    for folder in sorted(folders):
+        for path, why in remove_stale_temps(folder):
+            report.warn(f"{path}: warning: cannot remove this temporary file of an "
+                        f"interrupted run: {why}")
 
 
 def mail_recipients(config: Config) -> set[str]:

@@ -3,7 +3,9 @@
 Paper text is untrusted. The HTML environment autoescapes everything. The Markdown
 environment escapes every ``{{ expression }}`` for Markdown through ``finalize`` (so a
 template cannot forget to), and ``<`` becomes ``&lt;`` because Python-Markdown passes
-raw HTML through even after a backslash.
+raw HTML through even after a backslash. Both environments drop control characters
+(``clean_text``) from every expression, so a stored value from an older version that
+holds one cannot reach a page, an e-mail or a feed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import markdown
 from jinja2 import (
@@ -27,6 +30,7 @@ from jinja2 import (
 from markupsafe import Markup, escape
 
 from .errors import ConfigError
+from .identity import strip_xml_illegal
 from .models import Digest, Keyword, Ranked
 from .rank import highlight_spans
 
@@ -49,11 +53,20 @@ _MD_INLINE = re.compile(r"([\\`*_\[\]])")
 _MD_LINE_START = re.compile(r"^(\s*)([#>+!-]|\d+\.)")
 
 
+# What XML forbids, plus DEL and the C1 controls (HTML parse errors, invisible in text).
+_CONTROLS = re.compile("[\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without control characters (tab and line breaks stay) or XML non-characters."""
+    return _CONTROLS.sub("", strip_xml_illegal(text))
+
+
 def md_escape(value: object, *, line_start: bool = True) -> str:
     """Escape text so Markdown shows it literally and renders no HTML from it."""
     if isinstance(value, MarkdownSafe):
         return value
-    text = re.sub(r"\s+", " ", str(value))
+    text = re.sub(r"\s+", " ", clean_text(str(value)))
     text = _MD_INLINE.sub(r"\\\1", text).replace("<", "&lt;")
     if not line_start:
         return text
@@ -63,9 +76,20 @@ def md_escape(value: object, *, line_start: bool = True) -> str:
 def _finalize_md(value: object) -> object:
     if value is None:
         return ""
-    if isinstance(value, int | float | MarkdownSafe):
+    if isinstance(value, MarkdownSafe):
+        return MarkdownSafe(clean_text(value))
+    if isinstance(value, int | float):
         return value
     return md_escape(value)
+
+
+def _finalize_html(value: object) -> object:
+    """Every HTML expression without control characters (then autoescaped as usual)."""
+    if isinstance(value, Markup):
+        return Markup(clean_text(str(value)))
+    if isinstance(value, str):
+        return clean_text(value)
+    return value
 
 
 def highlight_html(text: str, keywords: Sequence[Keyword]) -> Markup:
@@ -108,14 +132,22 @@ _MD_URL_UNSAFE = {c: f"%{ord(c):02X}" for c in "[]()`\\*_!{}|"}
 def md_url(url: str) -> MarkdownSafe:
     """An http(s) URL made inert for Markdown: characters that start Markdown syntax inside
     an autolink (``[x](javascript:...)``, backticks, backslashes) are percent-encoded."""
-    return MarkdownSafe("".join(_MD_URL_UNSAFE.get(c, c) for c in url))
+    return MarkdownSafe("".join(_MD_URL_UNSAFE.get(c, c) for c in clean_text(url)))
+
+
+_URL = re.compile(r"^https?://[^\s<>\"'\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]+$")
 
 
 def safe_url(url: str | None) -> str | None:
-    """Only absolute http(s) URLs ever reach an href."""
-    if url and re.match(r"^https?://[^\s<>\"']+$", url):
-        return url
-    return None
+    """Only absolute http(s) URLs with a host, and no white space, quotes, angle brackets
+    or control characters, ever reach an href."""
+    if not url or not _URL.match(url):
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        return None
+    return url if host else None
 
 
 def fmt_date(value: date | datetime | None) -> str:
@@ -155,7 +187,7 @@ class Renderer:
         self.folders = [*([str(override)] if override else []), str(bundled_templates())]
         loader = ChoiceLoader([FileSystemLoader(self.folders)])
         self.html = _common(Environment(loader=loader, autoescape=True,
-                                        undefined=StrictUndefined))
+                                        finalize=_finalize_html, undefined=StrictUndefined))
         self.html.globals["highlight"] = highlight_html
         self.text = _common(Environment(loader=loader, autoescape=False,  # noqa: S701
                                         finalize=_finalize_md, undefined=StrictUndefined,

@@ -109,17 +109,33 @@ def _matches_json(matches: tuple[Match, ...]) -> str:
                        for m in matches])
 
 
+def _json_strings(value: object) -> tuple[str, ...]:
+    """A stored JSON list of strings; what an older version stored oddly reads as empty."""
+    try:
+        found = json.loads(str(value), strict=False)
+    except ValueError:
+        return ()
+    return tuple(x for x in found if isinstance(x, str)) if isinstance(found, list) else ()
+
+
+def _date_or_none(value: object) -> date | None:
+    try:
+        return date.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
 def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
     (key, title, abstract, authors, names, published, date_raw, upvotes, links, arxiv_id, url,
      first_seen, summary, version) = tuple(row)[:_N_PAPER_COLUMNS]
     return Paper(
         key=str(key), title=str(title), abstract=str(abstract),
         authors=authors if isinstance(authors, int) else None,
-        author_names=tuple(json.loads(str(names))),
-        published=date.fromisoformat(str(published)) if published else None,
+        author_names=_json_strings(names),
+        published=_date_or_none(published),
         date_raw=str(date_raw) if date_raw else None,
         upvotes=upvotes if isinstance(upvotes, int) else None,
-        links=tuple(json.loads(str(links))),
+        links=_json_strings(links),
         arxiv_id=str(arxiv_id) if arxiv_id else None, url=str(url) if url else None,
         first_seen=_parse_ts(str(first_seen)), summary=str(summary or ""),
         version=version if isinstance(version, int) else None,
