@@ -15,9 +15,11 @@ from types import ModuleType
 
 from ..errors import InputError
 from ..models import ParsedDump, ParseWarning
-from . import feeds, hf_html, hf_json, hf_text
+from . import feeds, hf_html, hf_json, hf_markdown, hf_text
 
-PARSERS: tuple[ModuleType, ...] = (hf_text, hf_json, hf_html, feeds)
+# Markdown first: on a tie max() keeps the first, and a Markdown copy read as a text dump
+# would give junk entries.
+PARSERS: tuple[ModuleType, ...] = (hf_markdown, hf_text, hf_json, hf_html, feeds)
 _MIN_CONFIDENCE = 0.5
 # Structured listings say for themselves that they are listings: an empty one (an arXiv
 # query with no results, a quiet feed, a day with no papers) is simply no papers.

@@ -51,6 +51,14 @@ _AUTHORS = re.compile(r"^[•·]\s*(?P<n>\d{1,6})\s+authors?$", re.I)
 _SEPARATOR = {"·"}
 _URL = re.compile(r"https?:\s?//[^\s<>\"]+")
 _URL_TRAIL = ".,;:!?'\"}"
+_URL_CLOSERS = {")": "(", "]": "["}
+_URL_TRIM = _URL_TRAIL + "".join(_URL_CLOSERS)
+_URL_IN_WORD = re.compile(r"https?://\S")
+# A Markdown copy of a papers page (the hf-markdown parser's): a link to a paper in a
+# heading, a reader service's header, or several links to papers.
+_MARKDOWN_PAPER_LINK = re.compile(
+    r"\]\(\s*<?https?://(?:www\.)?(?:huggingface\.co/papers/|arxiv\.org/(?:abs|pdf)/)\w")
+_MARKDOWN_HEADER = ("url source:", "markdown content:")
 # A line this long, or this long with several sentences, is an abstract, never a title.
 _ABSTRACT_MIN_CHARS = 300
 _SENTENCES_MIN_CHARS = 100
@@ -89,8 +97,12 @@ def _clean(line: str) -> str:
     return line
 
 
+_HEADER_MAX_CHARS = max(len(x) for x in _HEADER_LINES)
+
+
 def _is_header(line: str) -> bool:
-    return line.casefold() in _HEADER_LINES
+    # Case folding never shortens a string, so a longer line cannot be a header line.
+    return len(line) <= _HEADER_MAX_CHARS and line.casefold() in _HEADER_LINES
 
 
 def resolve_date(month: int, day: int, year: int | None, today: date) -> date | None:
@@ -122,16 +134,32 @@ def parse_date_line(line: str, today: date) -> tuple[date | None, int | None] | 
     return resolved, upvotes
 
 
+def _trim_url(url: str) -> str:
+    """Drop trailing punctuation and closing brackets that have no opening partner.
+
+    Working back from the end, a closing bracket goes while the URL holds more of its
+    kind than opening ones, so the first one kept is the (surplus + 1)-th of its kind from
+    the end of the trailing run. String methods find it: the cost stays linear however
+    many characters trail the URL.
+    """
+    base = len(url.rstrip(_URL_TRIM))
+    tail = url[base:]  # only punctuation and closing brackets
+    cut = base
+    for closer, opener in _URL_CLOSERS.items():
+        surplus = max(url.count(closer) - url.count(opener), 0)
+        if tail.count(closer) > surplus:
+            partnered = len(tail.rsplit(closer, surplus + 1)[0])  # index of that bracket
+            cut = max(cut, base + partnered + 1)
+    return url[:cut]
+
+
 def extract_links(text: str) -> tuple[str, ...]:
     """URLs in an abstract, trailing punctuation and unbalanced brackets trimmed."""
-    links: list[str] = []
+    links: dict[str, None] = {}  # insertion-ordered; a dict keeps the look-up constant
     for raw in _URL.findall(text):
-        url = raw.replace(" ", "")
-        while url and (url[-1] in _URL_TRAIL or (url[-1] in ")]" and url.count(url[-1]) >
-                                                  url.count("(" if url[-1] == ")" else "["))):
-            url = url[:-1]
-        if len(url) > len("https://") and url not in links:
-            links.append(url)
+        url = _trim_url(raw.replace(" ", ""))
+        if len(url) > len("https://"):
+            links.setdefault(url)
     return tuple(links)
 
 
@@ -152,9 +180,19 @@ def _rhythm(lines: list[str]) -> float:
     return good / len(pairs) if pairs else 0.0
 
 
+def _is_markdown(lines: list[str]) -> bool:
+    """Markdown with links to papers (or a reader service's header): never a text copy."""
+    if any(x.casefold().startswith(_MARKDOWN_HEADER) for x in lines[:12]):
+        return True
+    linked = [x for x in lines if "](" in x and _MARKDOWN_PAPER_LINK.search(x)]
+    return len(linked) >= 2 or any(x.startswith("#") for x in linked)
+
+
 def sniff(text: str) -> float:
     """How sure we are that ``text`` is a text copy of a papers page."""
     body = [x for x in (_clean(x) for x in text.split("\n", 200)[:200]) if x]
+    if _is_markdown(body):
+        return 0.0
     headers = sum(1 for x in body[:12] if _is_header(x) or _glued(x))
     if headers >= 2 or any(_AUTHORS.match(x) for x in body[:40]):
         return 1.0
@@ -322,7 +360,11 @@ class _Parser:
 
     @staticmethod
     def text_ends_cleanly(text: str) -> bool:
-        return text[-1] in ".!?)]\"'”’" or bool(re.search(r"https?://\S+$", text))
+        """Ends with closing punctuation or a URL (its last word holds ``http(s)://x``)."""
+        if text[-1] in ".!?)]\"'”’":
+            return True
+        last_word = text.rsplit(None, 1)[-1]
+        return _URL_IN_WORD.search(last_word) is not None
 
 
 def parse(path: str, text: str, *, today: date) -> ParsedDump:
