@@ -1,7 +1,16 @@
-"""RSS and Atom feeds, arXiv API results included, read with feedparser."""
+"""RSS and Atom feeds, arXiv API results and arXiv RSS included, read with feedparser.
+
+feedparser is handed the document as a stream of bytes, never as a string: a string that
+looks like a URL or a path would be opened as one. Every text and URL field is cleaned
+here, at the parser boundary, and an entry that cannot be read is skipped with a warning
+while the rest of the document goes on.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import re
 import time
 from datetime import date
 from typing import Any
@@ -10,10 +19,26 @@ import feedparser
 
 from ..errors import InputError
 from ..identity import content_hash
-from ..models import Paper, ParsedDump
-from .markup import arxiv_id_in, html_text, make_paper
+from ..models import Paper, ParsedDump, ParseWarning
+from .markup import arxiv_id_in, clean, clean_url, html_text, make_paper
 
 NAME = "feed"
+
+# The text given to parse() is already decoded and is handed on as UTF-8, whatever the XML
+# declaration says; a charset in the content type overrides the declaration (RFC 3023).
+_HEADERS = {"content-type": "application/xml; charset=utf-8"}
+_CHARREF = re.compile(r"&#([xX][0-9a-fA-F]+|[0-9]+);")
+_NONCHARACTER_REF = "&#xFFFF;"  # removed from text, refused in a URL, like any illegal one
+_ENTRY_START = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:entry|item)[\s/>]")
+_ARXIV_ERROR = re.compile(r"https?://(?:export\.)?arxiv\.org/api/errors", re.I)
+_ARXIV_HOST = re.compile(r"https?://(?:www\.|export\.)?arxiv\.org/", re.I)
+_ARXIV_PDF = re.compile(r"https?://(?:www\.|export\.)?arxiv\.org/pdf/", re.I)
+_ANNOUNCE = re.compile(r"^arXiv:\s*(\S+?)v(\d{1,6})\s+Announce Type:\s*([A-Za-z-]+)\s*"
+                       r"(?:Abstract:\s*)?", re.I)
+_VERSION = re.compile(r"(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})v(\d{1,6})(?!\d)", re.I)
+_NAME_SEPARATOR = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
+_NAME_SUFFIX = re.compile(r"^(?:jr|sr|ii|iii|iv)\.?$", re.I)
+_REVISIONS = frozenset({"replace", "replace-cross"})
 
 
 def sniff(text: str) -> float:
@@ -22,32 +47,178 @@ def sniff(text: str) -> float:
     return 1.0 if ("<rss" in head or "<feed" in head or "<rdf:rdf" in head) else 0.0
 
 
+def _charref(match: re.Match[str]) -> str:
+    """A character reference to no character at all (past U+10FFFF, a surrogate) made one
+    to a non-character: feedparser crashes on the first kind, never on the second."""
+    digits = match.group(1)
+    hexadecimal = digits[0] in "xX"
+    digits = (digits[1:] if hexadecimal else digits).lstrip("0") or "0"
+    if len(digits) > 8:
+        return _NONCHARACTER_REF
+    value = int(digits, 16 if hexadecimal else 10)
+    return _NONCHARACTER_REF if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF else match.group(0)
+
+
+def _read(text: str) -> Any:
+    """feedparser's view of the document: bytes in a stream, no sanitizer, no URL joining.
+
+    Our own text extraction keeps only plain text of HTML fields, so feedparser's sanitizer
+    and relative-link resolution would be wasted work.
+    """
+    data = _CHARREF.sub(_charref, text).encode("utf-8", "replace")
+    return feedparser.parse(io.BytesIO(data), response_headers=_HEADERS,
+                            sanitize_html=False, resolve_relative_uris=False)
+
+
+def _entry_lines(text: str, count: int) -> list[int] | None:
+    """The line each entry starts on, when the entry start tags can be told apart."""
+    starts = [m.start() for m in _ENTRY_START.finditer(text)]
+    if len(starts) != count:
+        return None
+    lines, line, pos = [], 1, 0
+    for start in starts:
+        line += text.count("\n", pos, start)
+        pos = start
+        lines.append(line)
+    return lines
+
+
+def _text(entry: Any, key: str) -> str:
+    """A text field as one clean line; HTML fields reduced to their text."""
+    value = entry.get(key)
+    if not isinstance(value, str):
+        content = entry.get("content") if key == "summary" else None
+        first = content[0] if isinstance(content, list) and content else None
+        if not isinstance(first, dict) or not isinstance(first.get("value"), str):
+            return ""
+        value, detail = first["value"], first
+    else:
+        detail = entry.get(f"{key}_detail")
+    kind = detail.get("type") if isinstance(detail, dict) else None
+    return html_text(value) if isinstance(kind, str) and "html" in kind else clean(value)
+
+
+def _https(url: str) -> str:
+    """arXiv links over https."""
+    return "https://" + url.split("://", 1)[1] if _ARXIV_HOST.match(url) else url
+
+
+def _urls(entry: Any) -> list[str]:
+    """The entry's usable links in document order, each once."""
+    hrefs = [link.get("href") for link in entry.get("links") or () if isinstance(link, dict)]
+    found = (clean_url(u) if isinstance(u, str) else None for u in [*hrefs, entry.get("link")])
+    return list(dict.fromkeys(u for u in found if u))
+
+
+def _page_and_links(urls: list[str], arxiv: str | None,
+                    entry_id: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """The paper's page and its other links. An arXiv paper's page is its /abs/ page, even
+    when the listing names the PDF first; the PDF stays among the other links."""
+    if arxiv and (not urls or any(_ARXIV_HOST.match(u) for u in [entry_id or "", *urls])):
+        page = f"https://arxiv.org/abs/{arxiv}"
+        more = [_https(u) for u in urls if not _ARXIV_HOST.match(u) or _ARXIV_PDF.match(u)]
+        return page, tuple(dict.fromkeys(more))
+    return (urls[0] if urls else None), tuple(urls[1:])
+
+
 def _day(entry: Any) -> date | None:
+    """The entry's date; ValueError when it names a day no calendar has."""
     for key in ("published_parsed", "updated_parsed"):
-        value = entry.get(key)
+        value = dict.get(entry, key)  # feedparser's own get() warns about a fallback
         if isinstance(value, time.struct_time):
             return date(value.tm_year, value.tm_mon, value.tm_mday)
     return None
 
 
+def _names(entry: Any, arxiv_listing: bool) -> tuple[str, ...]:
+    """Author names; arXiv RSS puts them all in one creator: "A, B and C" (a "Jr." stays
+    with its name)."""
+    raw = [clean(a.get("name")) for a in entry.get("authors") or () if isinstance(a, dict)
+           and isinstance(a.get("name"), str)]
+    if not arxiv_listing:
+        return tuple(n for n in raw if n)
+    names: list[str] = []
+    for value in raw:
+        for part in _NAME_SEPARATOR.split(value):
+            if _NAME_SUFFIX.match(part) and names:
+                names[-1] += f", {part}"
+            elif part:
+                names.append(part)
+    return tuple(names)
+
+
+def _version(*candidates: object) -> int | None:
+    """The arXiv version named in the first candidate that names one (...v2 -> 2)."""
+    for value in candidates:
+        m = _VERSION.search(value) if isinstance(value, str) else None
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _paper(path: str, entry: Any, line: int, notes: list[str]) -> Paper | None:
+    """One entry as a paper; None for an entry without a title. ``notes`` hears about
+    fields that had to be left out."""
+    title = _text(entry, "title")
+    if not title:
+        notes.append("has no title; skipped")
+        return None
+    abstract = _text(entry, "summary")
+    announce = _ANNOUNCE.match(abstract)
+    if announce:
+        abstract = abstract[announce.end():]
+    declared = entry.get("arxiv_announce_type")
+    kind = clean(declared if isinstance(declared, str) else announce.group(3) if announce
+                 else "").lower()
+    entry_id = entry.get("id") if isinstance(entry.get("id"), str) else None
+    urls = _urls(entry)
+    arxiv = arxiv_id_in(entry_id, (entry_id or "").removeprefix("oai:arXiv.org:"), *urls)
+    page, links = _page_and_links(urls, arxiv, entry_id)
+    try:
+        published = _day(entry)
+    except (ValueError, OverflowError):
+        published = None
+        notes.append("has a date out of range; kept without a date")
+    paper = make_paper(title=title, abstract=abstract, source=path, line=line, arxiv_id=arxiv,
+                       authors=_names(entry, bool(kind or announce)), published=published,
+                       url=page, links=links)
+    version = int(announce.group(2)) if announce else _version(entry_id, *urls)
+    return dataclasses.replace(paper, version=version, revision=kind in _REVISIONS)
+
+
+def _refuse_api_error(path: str, entries: list[Any]) -> None:
+    """The arXiv API answers a bad query with one entry titled Error, not with an HTTP error."""
+    for entry in entries:
+        ids = (entry.get("id"), entry.get("link"))
+        if any(isinstance(v, str) and _ARXIV_ERROR.match(v.strip()) for v in ids):
+            reason = _text(entry, "summary") or _text(entry, "title") or "no reason given"
+            raise InputError(path, f"the arXiv API answered with an error: {reason}; fix the "
+                                   "source's query")
+
+
 def parse(path: str, text: str, *, today: date) -> ParsedDump:
-    """One paper per entry; arXiv ids from entry ids or links."""
-    parsed = feedparser.parse(text)
-    if parsed.bozo and not parsed.entries:
+    """One paper per entry; arXiv ids from entry ids or links. An entry that cannot be read
+    is skipped with a warning naming its line (or its number, when lines are unknown)."""
+    parsed = _read(text)
+    entries = list(parsed.entries)
+    if parsed.bozo and not entries:
         raise InputError(path, f"not a readable feed ({parsed.get('bozo_exception')})")
-    papers: list[Paper] = []
-    for n, entry in enumerate(parsed.entries, 1):
-        title = entry.get("title", "")
-        if not title.strip():
-            continue
-        link = entry.get("link")
-        arxiv = arxiv_id_in(entry.get("id"), link)
-        authors = tuple(a.get("name", "") for a in entry.get("authors", []) if a.get("name"))
-        papers.append(make_paper(
-            title=html_text(title), abstract=html_text(entry.get("summary", "")),
-            source=path, line=n, arxiv_id=arxiv, authors=authors, published=_day(entry),
-            url=link if isinstance(link, str) and link.startswith(("http://", "https://"))
-            else None))
-    if not papers and not parsed.entries and not parsed.feed:
+    if not entries and not parsed.feed:
         raise InputError(path, "not a readable feed (no channel or entries)")
-    return ParsedDump(path, content_hash(text), "feed", None, None, tuple(papers))
+    _refuse_api_error(path, entries)
+    lines = _entry_lines(text, len(entries))
+    papers: list[Paper] = []
+    warnings: list[ParseWarning] = []
+    for n, entry in enumerate(entries, 1):
+        line = lines[n - 1] if lines else n
+        notes: list[str] = []
+        try:
+            paper = _paper(path, entry, line, notes)
+        except Exception as exc:  # one hostile entry must not cost the others
+            paper = None
+            notes.append(f"could not be read ({type(exc).__name__}: {clean(str(exc))}); skipped")
+        warnings.extend(ParseWarning(path, line, f"entry {n} {note}") for note in notes)
+        if paper is not None:
+            papers.append(paper)
+    return ParsedDump(path, content_hash(text), "feed", None, None, tuple(papers),
+                      tuple(warnings))
