@@ -65,6 +65,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)
     slowest: float = 0.0
     worst_rate: float = 0.0  # ms per KB
+    worst: str = ""  # the input with the worst rate, kept for a look
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -142,7 +143,9 @@ def fuzz(fmt: str, runs: int, rng: random.Random) -> Tally:
         tally.runs += 1
         tally.outcomes[outcome] += 1
         tally.slowest = max(tally.slowest, took)
-        tally.worst_rate = max(tally.worst_rate, took * 1000 / max(len(text) / 1024, 1.0))
+        rate = took * 1000 / max(len(text) / 1024, 1.0)
+        if rate > tally.worst_rate:
+            tally.worst_rate, tally.worst = rate, text
     return tally
 
 
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", action="append", choices=sorted(FORMATS))
+    parser.add_argument("--keep-worst", type=Path, metavar="DIR",
+                        help="write each format's slowest-per-KB input into DIR")
     args = parser.parse_args(argv)
     failed = 0
     total = 0
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{fmt:12} {t.runs:6} inputs in {took:6.1f} s: {t.papers} papers, "
               f"{t.errors} clean errors, {len(t.failures)} failures; slowest input "
               f"{t.slowest * 1000:.0f} ms, worst {t.worst_rate:.1f} ms/KB ({shapes})")
+        if args.keep_worst and t.worst:
+            args.keep_worst.mkdir(parents=True, exist_ok=True)
+            (args.keep_worst / f"{fmt}.worst").write_text(t.worst, "utf-8", "surrogatepass")
         for line in t.failures[:5]:
             print(f"    {line[:300]}")
     print(f"total: {total} inputs, {failed} failures")

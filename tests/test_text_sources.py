@@ -392,3 +392,14 @@ def test_generated_listings_round_trip(titles: list[str]) -> None:
     assert [(p.authors, p.upvotes) for p in parsed.papers] == [
         (i + 1, i * 3) for i in range(len(titles))]
     assert all(p.published == date(2025, 11, 4) for p in parsed.papers)
+
+
+@pytest.mark.usefixtures("with_markdown")
+def test_a_malformed_link_host_costs_nothing() -> None:
+    """Found by bench/fuzz_parsers.py: urlsplit raises on an unclosed IPv6 bracket."""
+    text = read("md_scraper_search.md")
+    vote = "[7](https://huggingface.co/login?next="
+    assert vote in text
+    text = text.replace(vote, "[7](https://huggi[ngface.co/login?next=", 1)
+    parsed = parse_str(text, "search.md")
+    assert len(parsed.papers) == len(parse_str(read("md_scraper_search.md")).papers) > 0

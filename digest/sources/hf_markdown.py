@@ -291,7 +291,7 @@ class _Reader:
         m = _VOTES.fullmatch(_BULLETS.sub("", unit.plain))
         count = int(m[1]) if m and m[1] != "-" else None
         for _, url in unit.links:
-            arxiv = arxiv_id_in(url, *parse_qs(urlsplit(url).query).get("next", []))
+            arxiv = arxiv_id_in(url, *_next_targets(url))
             if arxiv:
                 return arxiv, count
         return None, count
@@ -510,3 +510,11 @@ def parse(path: str, text: str, *, today: date) -> ParsedDump:
     return ParsedDump(path=path, sha256=content_hash(text), shape=shape,
                       page_date=reader.page_date, page_date_raw=reader.page_date_raw,
                       papers=papers, warnings=tuple(reader.warnings))
+
+
+def _next_targets(url: str) -> list[str]:
+    """Where a login link sends the reader afterwards (``?next=/papers/<id>``)."""
+    try:
+        return parse_qs(urlsplit(url).query).get("next", [])
+    except ValueError:  # a malformed host ("http://[") in text we do not control
+        return []
