@@ -300,6 +300,19 @@ def test_time_grows_linearly_with_the_size_of_one_abstract(pattern: str) -> None
     assert ratio < 3 * 8, ratio
 
 
+def test_time_grows_linearly_with_the_length_of_an_entry_id() -> None:
+    """Found by bench/fuzz_parsers.py: the arXiv version pattern was tried from every letter
+    of a long word in an id (3 s for an 11 KB feed)."""
+    def doc(n: int) -> str:
+        return _arxiv_api(1, "words").replace("http://arxiv.org/abs/2511.00000v1",
+                                              "urn:x:" + "true" * n, 1)
+
+    small, large = doc(750), doc(6000)
+    assert feeds.parse("big.xml", large, today=DAY).papers
+    ratio = _best_of_three(large) / _best_of_three(small)
+    assert ratio < 3 * 8, ratio
+
+
 # 5-7. arXiv: the API of late 2025, the RSS listings, API errors and empty results.
 
 def parsed_json(path: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
@@ -424,3 +437,15 @@ def test_any_feed_like_document_gives_papers_or_an_input_error(
         assert all(u.startswith(("http://", "https://")) for u in (paper.url, *paper.links)
                    if u)
         assert paper.version is None or paper.version > 0
+
+
+def test_markup_that_crashes_feedparser_costs_only_its_entry() -> None:
+    """Found by bench/fuzz_parsers.py: a feed pasted inside an entry's category makes
+    feedparser itself raise (KeyError), in its strict and its loose parser alike."""
+    nested = ('<feed xmlns="http://www.w3.org/2005/Atom"><entry><title>Inner</title>'
+              "</entry></feed>")
+    text = rss(item("One"), item("Two", extra=f"<category>cs.CV {nested} cs.GR</category>"),
+               item("Three"))
+    parsed = parse(text)
+    assert [p.title for p in parsed.papers] == ["One", "Three"]
+    assert ["entry 2 could not be read" in w.message for w in parsed.warnings] == [True]

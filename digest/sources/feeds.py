@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 import feedparser
+from lxml import etree
 
 from ..errors import InputError
 from ..identity import content_hash
@@ -35,7 +36,10 @@ _ARXIV_HOST = re.compile(r"https?://(?:www\.|export\.)?arxiv\.org/", re.I)
 _ARXIV_PDF = re.compile(r"https?://(?:www\.|export\.)?arxiv\.org/pdf/", re.I)
 _ANNOUNCE = re.compile(r"^arXiv:\s*(\S+?)v(\d{1,6})\s+Announce Type:\s*([A-Za-z-]+)\s*"
                        r"(?:Abstract:\s*)?", re.I)
-_VERSION = re.compile(r"(?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})v(\d{1,6})(?!\d)", re.I)
+# (?<!...) before a run of letters: a search tries a run once, from its start, instead of
+# from each of its letters (which is quadratic in a long word).
+_VERSION = re.compile(r"(?:\d{4}\.\d{4,5}|(?<![a-z\-])[a-z\-]+(?:\.[A-Z]{2})?/\d{7})"
+                      r"v(\d{1,6})(?!\d)", re.I)
 _NAME_SEPARATOR = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
 _NAME_SUFFIX = re.compile(r"^(?:jr|sr|ii|iii|iv)\.?$", re.I)
 _REVISIONS = frozenset({"replace", "replace-cross"})
@@ -59,15 +63,72 @@ def _charref(match: re.Match[str]) -> str:
     return _NONCHARACTER_REF if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF else match.group(0)
 
 
-def _read(text: str) -> Any:
+@dataclasses.dataclass(slots=True)
+class _Document:
+    """What feedparser made of a document; an entry it could not read is an exception."""
+
+    feed: Any
+    entries: list[Any]
+    bozo: bool = False
+    bozo_exception: object = None
+
+
+def _read(text: str) -> _Document:
     """feedparser's view of the document: bytes in a stream, no sanitizer, no URL joining.
 
     Our own text extraction keeps only plain text of HTML fields, so feedparser's sanitizer
-    and relative-link resolution would be wasted work.
+    and relative-link resolution would be wasted work. When feedparser itself crashes on
+    the document (some broken markup trips it), the entries are read one by one, so that
+    one bad entry costs only itself.
     """
     data = _CHARREF.sub(_charref, text).encode("utf-8", "replace")
+    try:
+        found = _feedparser(data)
+    except Exception:
+        return _one_by_one(data)
+    return _Document(found.feed, list(found.entries), bool(found.bozo),
+                     found.get("bozo_exception"))
+
+
+def _feedparser(data: bytes) -> Any:
     return feedparser.parse(io.BytesIO(data), response_headers=_HEADERS,
                             sanitize_html=False, resolve_relative_uris=False)
+
+
+def _is_entry(element: Any) -> bool:
+    return isinstance(element.tag, str) and etree.QName(element).localname in ("item", "entry")
+
+
+def _one_by_one(data: bytes) -> _Document:
+    """Each entry read by feedparser in a document of its own (the channel around it).
+
+    The tree comes from libxml2's recovering parser: no entity expanded, no DTD loaded,
+    nothing fetched.
+    """
+    parser = etree.XMLParser(recover=True, resolve_entities=False, no_network=True,
+                             load_dtd=False, huge_tree=False)
+    root = etree.fromstring(data, parser)
+    if root is None:
+        raise ValueError("nothing readable in it")
+    items = [e for e in root.iter() if _is_entry(e)
+             and not any(_is_entry(a) for a in e.iterancestors())]
+    places = [(e, parent) for e in items if (parent := e.getparent()) is not None]
+    for item, parent in places:
+        parent.remove(item)
+    try:
+        feed = _feedparser(etree.tostring(root, encoding="utf-8")).feed
+    except Exception:
+        feed = {}
+    entries: list[Any] = []
+    for item, parent in places:
+        parent.append(item)
+        try:
+            alone = _feedparser(etree.tostring(root, encoding="utf-8")).entries
+            entries.append(alone[0] if len(alone) == 1 else ValueError("not one entry"))
+        except Exception as exc:
+            entries.append(exc)
+        parent.remove(item)
+    return _Document(feed, entries, bozo=True)
 
 
 def _entry_lines(text: str, count: int) -> list[int] | None:
@@ -189,6 +250,8 @@ def _paper(path: str, entry: Any, line: int, notes: list[str]) -> Paper | None:
 def _refuse_api_error(path: str, entries: list[Any]) -> None:
     """The arXiv API answers a bad query with one entry titled Error, not with an HTTP error."""
     for entry in entries:
+        if isinstance(entry, Exception):
+            continue
         ids = (entry.get("id"), entry.get("link"))
         if any(isinstance(v, str) and _ARXIV_ERROR.match(v.strip()) for v in ids):
             reason = _text(entry, "summary") or _text(entry, "title") or "no reason given"
@@ -199,10 +262,14 @@ def _refuse_api_error(path: str, entries: list[Any]) -> None:
 def parse(path: str, text: str, *, today: date) -> ParsedDump:
     """One paper per entry; arXiv ids from entry ids or links. An entry that cannot be read
     is skipped with a warning naming its line (or its number, when lines are unknown)."""
-    parsed = _read(text)
-    entries = list(parsed.entries)
+    try:
+        parsed = _read(text)
+    except Exception as exc:  # beyond repair: say so plainly
+        raise InputError(path, f"not a readable feed ({type(exc).__name__}: "
+                               f"{clean(str(exc))[:200]}); remove it from the inbox") from None
+    entries = parsed.entries
     if parsed.bozo and not entries:
-        raise InputError(path, f"not a readable feed ({parsed.get('bozo_exception')})")
+        raise InputError(path, f"not a readable feed ({parsed.bozo_exception})")
     if not entries and not parsed.feed:
         raise InputError(path, "not a readable feed (no channel or entries)")
     _refuse_api_error(path, entries)
@@ -213,6 +280,8 @@ def parse(path: str, text: str, *, today: date) -> ParsedDump:
         line = lines[n - 1] if lines else n
         notes: list[str] = []
         try:
+            if isinstance(entry, Exception):
+                raise entry
             paper = _paper(path, entry, line, notes)
         except Exception as exc:  # one hostile entry must not cost the others
             paper = None
