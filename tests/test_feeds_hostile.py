@@ -313,6 +313,27 @@ def test_time_grows_linearly_with_the_length_of_an_entry_id() -> None:
     assert ratio < 3 * 8, ratio
 
 
+@pytest.mark.parametrize("word", ["1e999", "ab.c-", "x"])
+def test_time_grows_linearly_with_the_length_of_an_author(word: str) -> None:
+    """Found by bench/fuzz_parsers.py: feedparser looks for an e-mail address in an RSS
+    author with a pattern that is quadratic in a long word."""
+    def doc(n: int) -> str:
+        return rss(item("One", extra=f"<author>Eve {word * n} Rain</author>"
+                                     f"<dc:creator>Finn {word * n}</dc:creator>"))
+
+    small, large = doc(2000), doc(16000)
+    paper = parse(large).papers[0]
+    assert paper.author_names and paper.author_names[0].startswith("Eve ")
+    ratio = _best_of_three(large) / _best_of_three(small)
+    assert ratio < 3 * 8, ratio
+
+
+def test_real_author_lines_are_untouched() -> None:
+    names = ", ".join(f"Author{i} Surname-Double{i}" for i in range(3000))  # a collaboration
+    text = rss(item("Big", extra=f"<author>{names} (team@example.org)</author>"))
+    assert parse(text).papers[0].author_names[0].startswith("Author0 Surname-Double0, ")
+
+
 # 5-7. arXiv: the API of late 2025, the RSS listings, API errors and empty results.
 
 def parsed_json(path: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
