@@ -54,11 +54,12 @@ _MD_LINE_START = re.compile(r"^(\s*)([#>+!-]|\d+\.)")
 
 
 # What XML forbids, plus DEL and the C1 controls (HTML parse errors, invisible in text).
-_CONTROLS = re.compile("[\x7f-\x9f]")
+_CONTROLS = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # C1, bidi overrides
 
 
 def clean_text(text: str) -> str:
-    """``text`` without control characters (tab and line breaks stay) or XML non-characters."""
+    """``text`` without control characters (tab and line breaks stay), bidirectional
+    overrides (which can make a title read as something else) or XML non-characters."""
     return _CONTROLS.sub("", strip_xml_illegal(text))
 
 
@@ -141,7 +142,7 @@ _URL = re.compile(r"^https?://[^\s<>\"'\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uff
 def safe_url(url: str | None) -> str | None:
     """Only absolute http(s) URLs with a host, and no white space, quotes, angle brackets
     or control characters, ever reach an href."""
-    if not url or not _URL.match(url):
+    if not url or not _URL.match(url) or not url.isprintable():  # no invisible characters
         return None
     try:
         host = urlsplit(url).hostname

@@ -334,6 +334,43 @@ def test_real_author_lines_are_untouched() -> None:
     assert parse(text).papers[0].author_names[0].startswith("Author0 Surname-Double0, ")
 
 
+def _first_line_and_blanks(n: int, kind: str) -> str:
+    if kind == "declaration":  # feedparser's encoding pattern rescans the first line
+        return ("<?<rss " + ' encoding="a"' * (n // 13) + "\n"
+                + rss(item("A")).split("?>", 1)[1])
+    return "\n" * n + rss(item("A"))  # its DOCTYPE patterns rescan every blank line
+
+
+@pytest.mark.parametrize("kind", ["declaration", "blank lines"])
+def test_time_grows_linearly_with_the_document_preamble(kind: str) -> None:
+    """Found in review: patterns inside feedparser that run before any entry is read."""
+    small, large = _first_line_and_blanks(2000, kind), _first_line_and_blanks(16000, kind)
+    assert [p.title for p in parse(large).papers] == ["A"]
+    ratio = _best_of_three(large) / max(_best_of_three(small), 0.002)
+    assert ratio < 3 * 8, ratio
+
+
+def test_reading_entries_one_by_one_is_linear() -> None:
+    """Found in review: when feedparser crashes, each entry used to be read inside the whole
+    channel again (channel size x entries)."""
+    crash = item("Bad", extra=CRASHES_FEEDPARSER)
+
+    def doc(n: int) -> str:
+        return rss(*[item(f"T{i}") for i in range(n // 60)], crash, head="",
+                   pad=0).replace("<description></description>", "<a/>" * (n // 8), 1)
+
+    small, large = doc(2000), doc(16000)
+    assert len(parse(large).papers) == 16000 // 60
+    ratio = _best_of_three(large) / max(_best_of_three(small), 0.002)
+    assert ratio < 3 * 8, ratio
+
+
+def test_entries_are_read_one_by_one_whatever_encoding_is_declared() -> None:
+    crash = item("Bad", extra=CRASHES_FEEDPARSER)
+    text = rss(item("Café"), crash).replace('encoding="UTF-8"', 'encoding="utf-16"')
+    assert [p.title for p in parse(text).papers] == ["Café"]
+
+
 # 5-7. arXiv: the API of late 2025, the RSS listings, API errors and empty results.
 
 def parsed_json(path: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
@@ -458,6 +495,10 @@ def test_any_feed_like_document_gives_papers_or_an_input_error(
         assert all(u.startswith(("http://", "https://")) for u in (paper.url, *paper.links)
                    if u)
         assert paper.version is None or paper.version > 0
+
+
+CRASHES_FEEDPARSER = ('<category>cs.CV <feed xmlns="http://www.w3.org/2005/Atom"><entry>'
+                      "<title>Inner</title></entry></feed> cs.GR</category>")
 
 
 def test_markup_that_crashes_feedparser_costs_only_its_entry() -> None:

@@ -188,6 +188,10 @@ HOSTILE: dict[str, Callable[[int], str]] = {
     "unclosed tags": lambda n: "<p><b><i><span>" * (n // 4),
     "formatting run": lambda n: "".join(f"<b class=c{i}>t" for i in range(n // 2)),
     "open comments": lambda n: "<!--" * n,
+    # found in review: distinct attributes defeat the parser's limit on identical repeats,
+    # and every unclosed formatting tag is reopened in each later block
+    "reopened formatting": lambda n: "<p>" + "".join(f"<b id={i}>" for i in range(n // 8))
+    + "</p>" + "<p>x</p>" * (n // 8),
 }
 
 

@@ -146,3 +146,19 @@ def test_an_empty_text_dump_is_still_an_error(tmp_path: Path,
     path.write_text("Daily Papers\n\nSubscribe\n\n", encoding="utf-8")
     assert main(["parse", str(path)]) == 2
     assert "blank.txt" in capsys.readouterr().err
+
+
+# -- invisible characters in what reaches a reader --------------------------------------------
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\ufeff", "\u00ad", "\u061c"])
+def test_no_href_carries_an_invisible_character(char: str) -> None:
+    from digest.render import safe_url
+
+    assert safe_url(f"https://example.com/{char}gpj.exe") is None
+    assert safe_url("https://example.com/exe.jpg") == "https://example.com/exe.jpg"
+
+
+def test_bidirectional_overrides_never_reach_a_digest() -> None:
+    from digest.render import clean_text
+
+    assert clean_text("Harmless \u202etxt.exe title\u2066") == "Harmless txt.exe title"

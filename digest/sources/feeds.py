@@ -8,6 +8,7 @@ while the rest of the document goes on.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import re
@@ -43,6 +44,8 @@ _VERSION = re.compile(r"(?:\d{4}\.\d{4,5}|(?<![a-z\-])[a-z\-]+(?:\.[A-Z]{2})?/\d
 _NAME_SEPARATOR = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")
 _NAME_SUFFIX = re.compile(r"^(?:jr|sr|ii|iii|iv)\.?$", re.I)
 _REVISIONS = frozenset({"replace", "replace-cross"})
+_XML_DECLARATION = re.compile(r"\s*<\?xml[^>]*>")
+_UTF8_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 _AUTHOR_TEXT = re.compile(r"(<(?:[\w.-]+:)?(?:author|creator|contributor|managingEditor|"
                           r"webMaster)\b[^<>]*>)([^<]*)")
 _AUTHOR_WORD_MAX = 100
@@ -102,13 +105,25 @@ def _read(text: str) -> _Document:
     the document (some broken markup trips it), the entries are read one by one, so that
     one bad entry costs only itself.
     """
-    data = _short_author_words(_CHARREF.sub(_charref, text)).encode("utf-8", "replace")
+    data = _declared_utf8(_short_author_words(_CHARREF.sub(_charref, text)))
     try:
         found = _feedparser(data)
     except Exception:
         return _one_by_one(data)
     return _Document(found.feed, list(found.entries), bool(found.bozo),
                      found.get("bozo_exception"))
+
+
+def _declared_utf8(text: str) -> bytes:
+    """The document as UTF-8 behind a short declaration of our own, on a line of its own.
+
+    feedparser matches its encoding pattern against the whole first line and its DOCTYPE
+    patterns against every line start before the root, each in time that grows faster
+    than the text: a long first line or a long run of blank lines would stall it.
+    """
+    found = _XML_DECLARATION.match(text)
+    body = (text[found.end():] if found else text).lstrip()
+    return (_UTF8_DECLARATION + body).encode("utf-8", "replace")
 
 
 def _feedparser(data: bytes) -> Any:
@@ -121,35 +136,49 @@ def _is_entry(element: Any) -> bool:
 
 
 def _one_by_one(data: bytes) -> _Document:
-    """Each entry read by feedparser in a document of its own (the channel around it).
+    """Each entry read by feedparser in a document of its own: the entry inside bare copies
+    of its ancestors (names, attributes and namespaces, nothing else), so the cost stays
+    linear however many entries there are.
 
     The tree comes from libxml2's recovering parser: no entity expanded, no DTD loaded,
     nothing fetched.
     """
     parser = etree.XMLParser(recover=True, resolve_entities=False, no_network=True,
-                             load_dtd=False, huge_tree=False)
+                             load_dtd=False, huge_tree=False, encoding="utf-8")
     root = etree.fromstring(data, parser)
     if root is None:
         raise ValueError("nothing readable in it")
     items = [e for e in root.iter() if _is_entry(e)
              and not any(_is_entry(a) for a in e.iterancestors())]
-    places = [(e, parent) for e in items if (parent := e.getparent()) is not None]
-    for item, parent in places:
-        parent.remove(item)
+    chains = [list(item.iterancestors()) for item in items]
+    for item in items:
+        parent = item.getparent()
+        if parent is not None:
+            parent.remove(item)  # what is left is the channel
     try:
         feed = _feedparser(etree.tostring(root, encoding="utf-8")).feed
     except Exception:
         feed = {}
     entries: list[Any] = []
-    for item, parent in places:
-        parent.append(item)
+    for item, chain in zip(items, chains, strict=True):
         try:
-            alone = _feedparser(etree.tostring(root, encoding="utf-8")).entries
-            entries.append(alone[0] if len(alone) == 1 else ValueError("not one entry"))
+            alone = _feedparser(_alone(item, chain))
+            entries.append(alone.entries[0] if len(alone.entries) == 1
+                           else ValueError("not one entry"))
         except Exception as exc:
             entries.append(exc)
-        parent.remove(item)
     return _Document(feed, entries, bozo=True)
+
+
+def _alone(item: Any, chain: list[Any]) -> bytes:
+    """``item`` inside bare copies of its ancestors (``chain``, nearest first)."""
+    if not chain:
+        return bytes(etree.tostring(item, encoding="utf-8"))
+    top = node = etree.Element(chain[-1].tag, dict(chain[-1].attrib), nsmap=chain[-1].nsmap)
+    for ancestor in reversed(chain[:-1]):
+        node = etree.SubElement(node, ancestor.tag, dict(ancestor.attrib), nsmap=ancestor.nsmap)
+    node.append(copy.deepcopy(item))
+    return bytes(etree.tostring(top, encoding="utf-8"))
 
 
 def _entry_lines(text: str, count: int) -> list[int] | None:

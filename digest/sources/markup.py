@@ -52,8 +52,20 @@ def clean_url(value: str | None) -> str | None:
     return url if parts.scheme.lower() in _SCHEMES and host else None
 
 
+# Inline formatting tags. An HTML5 parser reopens every unclosed one at each new block
+# ("reconstruct the active formatting elements"), which is quadratic in time and nodes when
+# many are left open; they carry no structure and no text, so they are dropped first.
+_FORMATTING_TAG = re.compile(
+    r"</?(?:b|big|code|em|font|i|nobr|s|small|strike|strong|tt|u)\b[^<>]*>", re.I)
+
+
+def _keep_line_breaks(match: re.Match[str]) -> str:
+    return "\n" * match.group().count("\n")  # so the lines reported stay the file's
+
+
 def parse_html(text: str, *, fragment: bool = False) -> Node:
     """The document tree of an HTML page (or fragment), with source lines on its nodes."""
+    text = _FORMATTING_TAG.sub(_keep_line_breaks, text)
     return JustHTML(text, sanitize=False, fragment=fragment, track_node_locations=True).root
 
 
