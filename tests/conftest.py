@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from mailserver import SUBSCRIBERS, Server, smtp_table
 
 from digest.config import Config, load_config
 
@@ -128,3 +129,18 @@ def dated(path: Path, day: date = DUMP_DAY) -> Path:
 
 
 Dropper = Callable[[Path], Path]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """A real SMTP server on 127.0.0.1 whose replies a test can script."""
+    s = Server().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def mailing(project: Project, server: Server) -> Project:
+    """The deployment with the mail tests' readers, sending through ``server``."""
+    project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
+    return project

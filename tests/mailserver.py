@@ -110,3 +110,26 @@ class Server:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+# The deployment the mail tests share: three readers, one without an address.
+SUBSCRIBERS = """
+[[subscribers]]
+name = "ana"
+email = "ana@example.org"
+keywords = ["CLIP", "data curation", { term = "medical", weight = 2 }]
+
+[[subscribers]]
+name = "bo"
+email = "bo@example.org"
+keywords = ["video", "diffusion"]
+
+[[subscribers]]
+name = "cy"
+keywords = ["graph"]
+"""
+
+
+def smtp_table(port: int, extra: str = "") -> str:
+    return (f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+            f'from = "digest@example.org"\nunsubscribe_mailto = "leave@example.org"\n{extra}\n')

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import DATA, Clock, Project, dated, tree_state
-from mailserver import Server
+from mailserver import SUBSCRIBERS, Server, smtp_table
 from test_output import dangers
 
 from digest.cli import main
@@ -21,40 +20,6 @@ from digest.faults import InjectedFault
 from digest.pipeline import run, send_pending
 from digest.store import Store
 from digest.tokens import verify
-
-SUBSCRIBERS = """
-[[subscribers]]
-name = "ana"
-email = "ana@example.org"
-keywords = ["CLIP", "data curation", { term = "medical", weight = 2 }]
-
-[[subscribers]]
-name = "bo"
-email = "bo@example.org"
-keywords = ["video", "diffusion"]
-
-[[subscribers]]
-name = "cy"
-keywords = ["graph"]
-"""
-
-
-def smtp_table(port: int, extra: str = "") -> str:
-    return (f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
-            f'from = "digest@example.org"\nunsubscribe_mailto = "leave@example.org"\n{extra}\n')
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def mailing(project: Project, server: Server) -> Project:
-    project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
-    return project
 
 
 def by_recipient(server: Server) -> dict[str, EmailMessage]:

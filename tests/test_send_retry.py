@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Clock, Project, dated
-from mailserver import Server
-from test_mail import SUBSCRIBERS, smtp_table
+from mailserver import SUBSCRIBERS, Server, smtp_table
 
 from digest.cli import main
 from digest.pipeline import run, send_pending
 from digest.send import MIN_UNCERTAIN_TRIES, UNCERTAIN_WINDOW
 from digest.store import Delivery, Store
 
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server().start()
-    yield s
-    s.stop()
+NO_SUCH_USER = "550 5.1.1 No such user here"
 
 
-@pytest.fixture
-def mailing(project: Project, server: Server) -> Project:
-    project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
-    return project
+def refused(project: Project, server: Server, clock: Clock, shared_dumps: list[Path],
+            replies: dict[str, str]) -> None:
+    """Queue one issue per reader and send it once, the server refusing these recipients
+    with these replies (so their messages fail)."""
+    server.recorder.script.rcpt = {to: [reply] for to, reply in replies.items()}
+    queued(project, shared_dumps, clock)
+    send_pending(project.config(), now=clock)
 
 
 def queued(project: Project, shared_dumps: list[Path], clock: Clock) -> None:
@@ -133,9 +129,7 @@ def test_transient_refusals_are_retried_without_a_limit(
 def test_a_550_fails_at_once_with_the_reply_and_status_says_how_to_send_it_again(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    server.recorder.script.rcpt["ana@example.org"] = ["550 5.1.1 No such user here"]
-    queued(mailing, shared_dumps, clock)
-    send_pending(mailing.config(), now=clock)
+    refused(mailing, server, clock, shared_dumps, {"ana@example.org": NO_SUCH_USER})
     ana = delivery(mailing, "ana")
     assert (ana.status, ana.last_error, ana.failed_at) == (
         "failed", "550 5.1.1 No such user here", clock.now)
@@ -162,9 +156,7 @@ def test_a_550_fails_at_once_with_the_reply_and_status_says_how_to_send_it_again
 def test_retry_failed_sends_the_same_message_once(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    server.recorder.script.rcpt["ana@example.org"] = ["550 5.1.1 No such user here"]
-    queued(mailing, shared_dumps, clock)
-    send_pending(mailing.config(), now=clock)
+    refused(mailing, server, clock, shared_dumps, {"ana@example.org": NO_SUCH_USER})
     failed = delivery(mailing, "ana")
     assert failed.status == "failed"
     capsys.readouterr()
@@ -186,10 +178,8 @@ def test_retry_failed_sends_the_same_message_once(
 def test_retry_failed_for_one_subscriber_leaves_the_others_failed(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    server.recorder.script.rcpt = {"ana@example.org": ["550 5.1.1 No such user here"],
-                                   "bo@example.org": ["554 5.7.1 Relay access denied"]}
-    queued(mailing, shared_dumps, clock)
-    send_pending(mailing.config(), now=clock)
+    refused(mailing, server, clock, shared_dumps,
+            {"ana@example.org": NO_SUCH_USER, "bo@example.org": "554 5.7.1 Relay access denied"})
     result = cli_json(capsys, "send", "--retry-failed", "--subscriber", "bo", "--config",
                       str(mailing.config_path))
     assert result["requeued"] == 1 and result["sent"] == 1
@@ -212,9 +202,7 @@ def test_retry_failed_for_one_subscriber_leaves_the_others_failed(
 def test_the_failed_mail_of_an_unsubscribed_subscriber_is_never_sent_again(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    server.recorder.script.rcpt["ana@example.org"] = ["550 5.1.1 No such user here"]
-    queued(mailing, shared_dumps, clock)
-    send_pending(mailing.config(), now=clock)
+    refused(mailing, server, clock, shared_dumps, {"ana@example.org": NO_SUCH_USER})
     assert main(["unsubscribe", "ana@example.org", "--config", str(mailing.config_path)]) == 0
     capsys.readouterr()
     for args in (["--subscriber", "ana"], []):
@@ -249,9 +237,7 @@ def test_mail_cancelled_by_unsubscribing_stays_cancelled_after_subscribing_again
 def test_failed_mail_to_an_address_the_config_has_since_changed_stays_failed(
         mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    server.recorder.script.rcpt["ana@example.org"] = ["550 5.1.1 No such user here"]
-    queued(mailing, shared_dumps, clock)
-    send_pending(mailing.config(), now=clock)
+    refused(mailing, server, clock, shared_dumps, {"ana@example.org": NO_SUCH_USER})
     mailing.write_config(SUBSCRIBERS.replace("ana@example.org", "ana@example.net"),
                          extra=smtp_table(server.port))
     result = cli_json(capsys, "send", "--retry-failed", "--config", str(mailing.config_path))
