@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from urllib.parse import urlsplit
 
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _ARXIV = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$", re.I)
 # Characters XML 1.0 forbids (C0 controls but tab/newline/CR, surrogates, U+FFFE/U+FFFF).
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_HTTP_URL = re.compile(r"^https?://[^\s<>\"'\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]+$")
 
 
 def normalise_title(title: str) -> str:
@@ -44,3 +46,16 @@ def strip_xml_illegal(text: str) -> str:
 def content_hash(text: str) -> str:
     """Identity of a dump: the hash of its decoded, LF-normalised text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def http_url(url: str | None) -> str | None:
+    """``url`` when it is an absolute http(s) URL with a host and nothing inside it that
+    could break out of an href or hide (white space, quotes, angle brackets, controls,
+    invisible characters); None otherwise. Parsers keep and templates link only these."""
+    if not url or not _HTTP_URL.match(url) or not url.isprintable():
+        return None
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        return None
+    return url if host else None

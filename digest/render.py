@@ -16,7 +16,6 @@ from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import markdown
 from jinja2 import (
@@ -30,7 +29,7 @@ from jinja2 import (
 from markupsafe import Markup, escape
 
 from .errors import ConfigError
-from .identity import strip_xml_illegal
+from .identity import http_url, strip_xml_illegal
 from .models import Digest, Keyword, Ranked
 from .rank import highlight_spans
 
@@ -136,19 +135,10 @@ def md_url(url: str) -> MarkdownSafe:
     return MarkdownSafe("".join(_MD_URL_UNSAFE.get(c, c) for c in clean_text(url)))
 
 
-_URL = re.compile(r"^https?://[^\s<>\"'\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]+$")
-
-
 def safe_url(url: str | None) -> str | None:
     """Only absolute http(s) URLs with a host, and no white space, quotes, angle brackets
     or control characters, ever reach an href."""
-    if not url or not _URL.match(url) or not url.isprintable():  # no invisible characters
-        return None
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:  # e.g. an unclosed [IPv6 bracket
-        return None
-    return url if host else None
+    return http_url(url)
 
 
 def fmt_date(value: date | datetime | None) -> str:

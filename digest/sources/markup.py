@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from justhtml import JustHTML, Node
 
-from ..identity import normalise_arxiv_id, paper_key, strip_xml_illegal
+from ..identity import http_url, normalise_arxiv_id, paper_key, strip_xml_illegal
 from ..models import Paper
 
 _ARXIV_IN_URL = re.compile(r"(?:arxiv\.org/(?:abs|pdf)/|huggingface\.co/papers/|^/papers/)"
@@ -27,9 +26,6 @@ _INLINE = frozenset({
 })
 # Elements whose content is no readable text.
 _HIDDEN = frozenset({"script", "style", "template", "noscript", "#comment", "#doctype"})
-_SCHEMES = ("http", "https")
-
-
 def clean(text: str | None) -> str:
     """One line of plain text: XML-illegal characters gone, white space collapsed."""
     return " ".join(strip_xml_illegal(text or "").split())
@@ -41,15 +37,7 @@ def clean_url(value: str | None) -> str | None:
     A URL with white space, a control or another invisible character inside, or with
     another scheme, is dropped: never mended into a different URL.
     """
-    url = (value or "").strip()
-    if not url or " " in url or not url.isprintable():
-        return None
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # a malformed IPv6 host or port
-        return None
-    return url if parts.scheme.lower() in _SCHEMES and host else None
+    return http_url((value or "").strip())
 
 
 # Inline formatting tags. An HTML5 parser reopens every unclosed one at each new block
