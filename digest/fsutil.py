@@ -154,3 +154,31 @@ def remove_stale_temps(folder: Path) -> list[tuple[Path, str]]:
             problems.append((path, str(exc.strerror)))
     _remove_if_empty(folder / TEMP_DIR)
     return problems
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created if missing), or None."""
+    if os.path.lexists(folder) and not folder.exists():
+        return f"{folder} is a broken symbolic link"
+    if not folder.exists():
+        return _creation_problem(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    temp = folder / TEMP_DIR
+    if os.path.lexists(temp) and (temp.is_symlink() or not temp.is_dir()):
+        return f"{temp} is not a folder (digest writes its temporary files there); remove it"
+    return None
+
+
+def _creation_problem(folder: Path) -> str | None:
+    """Why ``folder``, which does not exist, cannot be created (None when it can)."""
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {folder}: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {folder}: {parent} is not writable"
+    return None

@@ -8,7 +8,6 @@ does the same against an in-memory copy of the store and writes nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from .config import Config, SmtpConfig
 from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
-from .fsutil import TEMP_DIR, atomic_write, remove_stale_temps
+from .fsutil import TEMP_DIR, atomic_write, folder_problem, remove_stale_temps
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
 from .models import Digest, Paper, RunReport
@@ -295,34 +294,6 @@ def check_output_folders(config: Config) -> None:
                  if p.feed and (feed := config.feeds_dir / f"{p.name}.atom").is_dir()]
     if problems:
         raise ConfigError(str(config.path), problems)
-
-
-def folder_problem(folder: Path) -> str | None:
-    """Why files cannot be written in ``folder`` (created if missing), or None."""
-    if os.path.lexists(folder) and not folder.exists():
-        return f"{folder} is a broken symbolic link"
-    if not folder.exists():
-        return _creation_problem(folder)
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{folder} is not writable"
-    temp = folder / TEMP_DIR
-    if os.path.lexists(temp) and (temp.is_symlink() or not temp.is_dir()):
-        return f"{temp} is not a folder (digest writes its temporary files there); remove it"
-    return None
-
-
-def _creation_problem(folder: Path) -> str | None:
-    """Why ``folder``, which does not exist, cannot be created (None when it can)."""
-    parent = folder.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot create {folder}: {parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot create {folder}: {parent} is not writable"
-    return None
 
 
 def remove_leftovers(config: Config, report: RunReport) -> None:
