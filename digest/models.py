@@ -78,6 +78,16 @@ class Profile:
     mail: bool = True  # e-mail this subscriber's digests (when [smtp] is configured)
     cadence: str = "immediate"  # when the daemon publishes (see cadence.py)
     timezone: str | None = None  # the subscriber's zone for the cadence (None: digest-wide)
+    interest: str = ""  # a sentence about what the reader wants (low-weight query + semantic)
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A reader's 👍 (``like``) or 👎 on one paper, as the store keeps it."""
+
+    paper: Paper
+    like: bool
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,8 @@ class Ranked:
     score: float
     matches: tuple[Match, ...]
     rank: int = 0
+    similar: tuple[str, ...] = ()  # titles of liked papers this one is closest to, when it moved
+    learned: bool = False  # in the picks through the learned signals, not a keyword match
 
     @property
     def terms(self) -> tuple[str, ...]:

@@ -17,11 +17,12 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
-from .models import Keyword, Match, Paper, Profile, Ranked
+from .models import Keyword, Match, Paper, Profile, Ranked, Vote
 
 TITLE_BOOST = 3.0
 K1 = 1.2
@@ -372,8 +373,27 @@ def sort_ranked(items: Iterable[Ranked]) -> list[Ranked]:
     return [Ranked(r.paper, r.score, r.matches, n) for n, r in enumerate(ordered, 1)]
 
 
-def rank(corpus: Corpus, profile: Profile) -> tuple[list[Ranked], list[Paper]]:
-    """A subscriber's picks (at most ``max_items``, score >= ``min_score``) and the rest."""
+def query_texts(profile: Profile) -> list[str]:
+    """The texts of a profile the semantic signal embeds: keywords, interest, its clauses."""
+    texts = [k.term for k in profile.keywords]
+    if profile.interest:
+        texts.append(profile.interest)
+    return list(dict.fromkeys(texts))
+
+
+def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
+            vectors: Mapping[str, Any] | None = None) -> list[Ranked]:
+    """Every paper worth showing the reader, best first (``digest rank`` prints these)."""
+    return score_all(corpus, profile.keywords, profile.exclude)
+
+
+def rank(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
+         vectors: Mapping[str, Any] | None = None) -> tuple[list[Ranked], list[Paper]]:
+    """A subscriber's picks (at most ``max_items``, score >= ``min_score``) and the rest.
+
+    ``votes`` are the reader's 👍/👎 (they train the reader's classifier); ``vectors`` maps
+    each of ``query_texts(profile)`` to its embedding when the semantic signal is on.
+    """
     if not profile.keywords:  # no interests given: everything, most upvoted first
         chosen = sort_ranked(Ranked(p, 0.0, ()) for p in corpus.papers)[: profile.max_items]
     else:
