@@ -1,18 +1,30 @@
-"""Ranking new papers by a subscriber's keywords (pure: no I/O).
+"""Ranking new papers for a reader (pure: no I/O).
 
-The score is BM25F-like: for each keyword, matches in the title count ``TITLE_BOOST``
-times a match in the abstract, the abstract count is normalised by its length, the
-total saturates (``K1``) so ten repeats of one word cannot outweigh two different
-keywords, and an inverse document frequency over the batch makes a keyword that
-matches almost every paper count for less than a rare one. Matching is on word
-boundaries, case-insensitive, through a light stemmer (plurals, -ed, -ing), with
-phrases matched as phrases and hyphenated compounds matching either way
-("pre-training" ~ "pretraining"). Papers matching an ``exclude`` keyword are dropped.
+A reader is keywords (with weights), an optional interest sentence, excludes, and 👍/👎
+votes. Four signals are summed as z-scores over the batch, with equal weights:
+
+- **lexical**: BM25F over title and abstract (``K1``; the title weighted ``TITLE_WEIGHT``
+  with its own length normalisation). Keywords match on Snowball stems at word
+  boundaries; phrases match as phrases and hyphenated compounds either way
+  ("pre-training" ~ "pretraining"); a keyword written with capitals (CLIP, ViT, GNN)
+  matches only that acronym, case-sensitively. The single words of a phrase and the
+  words of the interest sentence are low-weight extra terms; a paper matched only by a
+  phrase's single words always ranks below every paper matching a keyword whole.
+- **coordination**: log(1 + number of keywords matched whole).
+- **self-trained** (``learn.py``): a linear SVM on tf-idf features, trained on the
+  lexical top ``POSITIVES`` as positives and the rest of the batch as negatives, plus
+  the reader's liked (positive) and disliked (negative) papers.
+- **semantic** (when paper vectors are given): the cosine of each paper to every keyword,
+  to the interest sentence and to its clauses.
+
+The sum then trains the classifier once more, and that second classifier replaces the
+first in the final sum. Papers matching an ``exclude`` keyword are dropped. A paper is
+offered to the reader when it matches lexically or the final classifier puts it on the
+positive side. Ties break by upvotes, then title, then key.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from array import array
@@ -22,17 +34,44 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import Stemmer
+
+from . import learn
 from .models import Keyword, Match, Paper, Profile, Ranked, Vote
 
-TITLE_BOOST = 3.0
-K1 = 1.2
-B = 0.75
-COORDINATION = 0.3  # bonus per extra distinct keyword matched
-PHRASE_WORDS = 1.0  # share of a phrase's weight its words earn when matched one by one
-STOPWORDS = frozenset({
-    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on", "or",
-    "the", "to", "via", "with",
-})
+K1 = 2.0
+B_ABSTRACT = 0.75
+B_TITLE = 0.5
+TITLE_WEIGHT = 5.0
+TITLE_WEIGHT_INTEREST = 3.0  # with an interest sentence in the query
+INTEREST_WEIGHT = 0.3  # each word of the interest sentence, against a keyword's 1
+PHRASE_WORDS = 0.6  # share of a phrase's weight each of its words earns alone
+POSITIVES = 15  # pseudo-positives for self-training: the top of the ranking
+VOTE_WEIGHT = 1.0  # a vote counts like this many pseudo-labels (rows are not weighted)
+SIMILAR_MIN = 0.2  # tf-idf cosine to a liked paper that earns "similar to papers you liked"
+LONE_CAP = True
+INTEREST = "interest"  # Match.via of interest-sentence words
+
+STOPWORDS = frozenset("""
+a about above after again against all also am among an and any are as at be because been
+before being below between both but by can could did do does doing down during each either
+else etc even ever every few for from further had has have having he her here hers him his
+how however i if in into is it its itself just least less like many may me might more most
+much must my neither no nor not now of off often on once one only or other others our ours
+out over own per rather same shall she should since so some such than that the their them
+then there these they this those though through thus to too under until up upon us very
+via was we were what when where whether which while who whom whose why will with within
+without would yet you your yours
+""".split())  # noqa: SIM905
+# Words an interest sentence is made of that say nothing about the topic.
+REQUEST_WORDS = frozenset("""
+anything area areas care especially field focus follow following interest interested
+interesting keen looking mainly mostly new paper papers particular particularly prefer
+read reading research researcher show something studies study topic topics want wanted
+work working
+""".split())  # noqa: SIM905
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 # A word and any words hyphenated onto it. Every part after the first word is optional, so
@@ -42,35 +81,21 @@ _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*(?:[-‐‑][^\W_]+(?:['’][^\W_
 _HYPHEN = re.compile(r"[-‐‑]")
 _HYPHENS = ("-", "‐", "‑")
 _APOSTROPHE = re.compile(r"['’]")
+_URL = re.compile(r"(?:https?://|www\.)\S*", re.IGNORECASE)
+_CLAUSE = re.compile(r"[:,;/()]|\s(?:or|and)\s", re.IGNORECASE)
+_stemmer = Stemmer.Stemmer("english")
 _stems: dict[str, str] = {}
 
-
-def _stem_uncached(word: str) -> str:
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("sses") or word.endswith(("ches", "shes", "xes", "zes")):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    for suffix in ("ing", "ed"):
-        base = word[: -len(suffix)]
-        if word.endswith(suffix) and len(base) >= 3 and any(c in "aeiouy" for c in base):
-            word = base
-            if len(word) >= 3 and word[-1] == word[-2] and word[-1] not in "lsz":
-                word = word[:-1]  # running -> run
-            break
-    if word.endswith("e") and len(word) > 4:
-        word = word[:-1]  # curate / curated / curating -> curat
-    return word
+Floats = npt.NDArray[np.float64]
 
 
 def stem(word: str) -> str:
-    """Light English stemmer, memoised: plurals and -ed/-ing inflections."""
+    """Snowball (Porter2) English stem of a lower-case word, memoised."""
     found = _stems.get(word)
     if found is None:
-        found = _stems[word] = _stem_uncached(word)
+        if len(_stems) >= _WORD_CACHE_MAX:
+            _stems.clear()
+        found = _stems[word] = _stemmer.stemWord(word) if len(word) > 2 else word
     return found
 
 
@@ -81,7 +106,23 @@ def _normal(part: str) -> str:
     return _APOSTROPHE.sub("", part)
 
 
+def _is_acronym(word: str) -> bool:
+    """Written with capitals beyond the first letter: CLIP, GNN, ViT, LLaMA, GPT4."""
+    return (len(word) > 1 and sum(c.isupper() for c in word) >= 2) or (
+        len(word) > 1 and any(c.isupper() for c in word[1:]))
+
+
+def acronym_key(word: str) -> str | None:
+    """The case-sensitive key of an acronym as written ("GNNs" -> "^GNN"), or None."""
+    if word.endswith(("'s", "’s")):
+        word = word[:-2]
+    if word.endswith("s") and _is_acronym(word[:-1]):
+        word = word[:-1]
+    return "^" + word if _is_acronym(word) else None
+
+
 _WORDS: dict[str, str] = {}  # raw word -> stem: most words of a batch repeat
+_ACRONYMS: dict[str, str] = {}  # raw acronym-shaped word -> its key
 _WORD_CACHE_MAX = 500_000
 
 
@@ -90,7 +131,11 @@ def _word_stem(word: str) -> str:
     if found is None:
         if len(_WORDS) >= _WORD_CACHE_MAX:
             _WORDS.clear()
+            _ACRONYMS.clear()
         found = _WORDS[word] = stem(_normal(word))
+        key = acronym_key(word)
+        if key:
+            _ACRONYMS[word] = key
     return found
 
 
@@ -98,13 +143,23 @@ def _compound_stem(token: str) -> str:
     return stem("".join(_normal(p) for p in _HYPHEN.split(token)))
 
 
-def analyse(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Text -> (stems in order, stems of hyphenated compounds joined up)."""
+# An analysed text: stems in order, stems of hyphenated compounds joined up, and (when the
+# text has acronyms) the same sequence with each acronym replaced by its key.
+Text = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]
+
+
+def analyse(text: str) -> Text:
+    """Text -> (stems, joined compounds, stems with acronym keys or None)."""
     get = _WORDS.get
-    stems = tuple([get(w) or _word_stem(w) for w in _WORD.findall(text)])
+    words = _WORD.findall(text)
+    stems = tuple([get(w) or _word_stem(w) for w in words])
+    marks = None
+    if not _ACRONYMS.keys().isdisjoint(words):
+        acro = _ACRONYMS.get
+        marks = tuple([acro(w) or s for w, s in zip(words, stems, strict=True)])
     if not _has_hyphen(text):
-        return stems, ()
-    return stems, tuple(_compound_stem(m.group()) for m in _compounds(text))
+        return stems, (), marks
+    return stems, tuple(_compound_stem(m.group()) for m in _compounds(text)), marks
 
 
 def _has_hyphen(text: str) -> bool:
@@ -116,63 +171,67 @@ def _compounds(text: str) -> Iterator[re.Match[str]]:
     return (m for m in _TOKEN.finditer(text) if _has_hyphen(m.group()))
 
 
-def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
-    """The single words of phrases, so a paper matching some words of a phrase counts a little.
-
-    A word shared by several phrases carries their summed weight; a word that is also a
-    keyword on its own is left to that keyword.
-    """
-    singles = {q.seq for q in map(_query, keywords) if len(q.seq) == 1}
-    best: dict[str, Query] = {}
-    for kw in keywords:
-        words = [w for w in dict.fromkeys(_query(kw).seq) if w not in STOPWORDS]
-        if len(words) < 2 or PHRASE_WORDS <= 0:
-            continue
-        share = kw.weight * PHRASE_WORDS
-        for w in words:
-            if (w,) in singles:
-                continue
-            prior = best.get(w)
-            best[w] = Query(w, share + (prior.weight if prior else 0.0), (w,), None,
-                            prior.via if prior else kw.term)
-    return list(best.values())
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A keyword analysed for matching."""
+    """A keyword analysed for matching: slots are stems, or ``^KEY`` for an acronym."""
 
     term: str
     weight: float
     seq: tuple[str, ...]
     joined: str | None  # "pre training" also matches the single word "pretraining"
-    via: str | None = None  # for a word of a phrase: the phrase
+    via: str | None = None  # a phrase's single word: the phrase; an interest word: INTEREST
 
     @classmethod
     def of(cls, keyword: Keyword) -> Query:
         """Analyse one keyword."""
-        seq, _ = analyse(keyword.term)
-        parts = [_normal(p) for p in re.split(r"[\s\-‐‑]+", keyword.term.strip()) if p]
-        joined = stem("".join(parts)) if len(seq) > 1 else None
+        words = _WORD.findall(keyword.term)
+        seq = tuple(acronym_key(w) or stem(_normal(w)) for w in words)
+        joined = None
+        if len(seq) > 1 and not any(s.startswith("^") for s in seq):
+            parts = [_normal(p) for p in re.split(r"[\s\-‐‑]+", keyword.term.strip()) if p]
+            joined = stem("".join(parts))
         return cls(keyword.term, keyword.weight, seq, joined)
 
+    @property
+    def whole(self) -> bool:
+        """A configured keyword, not one word of a phrase or of the interest sentence."""
+        return self.via is None
 
-def _count(seq: tuple[str, ...], joined: str | None, stems: tuple[str, ...],
-           compounds: tuple[str, ...]) -> int:
+
+def _slot_count(seq: tuple[str, ...], text: Text) -> int:
+    stems, _, marks = text
+    m = len(seq)
+    if not any(s.startswith("^") for s in seq):
+        first, start, hits = seq[0], 0, 0
+        while True:
+            try:
+                i = stems.index(first, start)
+            except ValueError:
+                return hits
+            if stems[i:i + m] == seq:
+                hits += 1
+            start = i + 1
+    if marks is None:
+        return 0
+    hits = 0
+    for i in range(len(stems) - m + 1):
+        if all((marks if s.startswith("^") else stems)[i + j] == s for j, s in enumerate(seq)):
+            hits += 1
+    return hits
+
+
+def _count(q: Query, text: Text) -> int:
+    seq = q.seq
     if not seq:
         return 0
+    stems, compounds, marks = text
     if len(seq) == 1:
-        return stems.count(seq[0]) + compounds.count(seq[0])
-    hits = stems.count(joined) if joined else 0
-    first, m, start = seq[0], len(seq), 0
-    while True:
-        try:
-            i = stems.index(first, start)
-        except ValueError:
-            return hits
-        if stems[i:i + m] == seq:
-            hits += 1
-        start = i + 1
+        s = seq[0]
+        if s.startswith("^"):
+            return marks.count(s) if marks else 0
+        return stems.count(s) + compounds.count(s)
+    hits = stems.count(q.joined) if q.joined else 0
+    return hits + _slot_count(seq, text)
 
 
 # A posting packs (paper index, title hits, abstract hits) into one int: index << 16 | t << 8 | a.
@@ -183,45 +242,55 @@ def _pack(i: int, t: int, a: int) -> int:
     return i << 16 | min(t, _CAP) << 8 | min(a, _CAP)
 
 
+def _bag(text: Text) -> Counter[str]:
+    stems, compounds, marks = text
+    bag = Counter(stems)
+    if compounds:
+        bag.update(compounds)
+    if marks is not None:
+        bag.update(s for s in marks if s.startswith("^"))
+    return bag
+
+
 @dataclass(slots=True)
 class Corpus:
-    """A batch of papers analysed once and ranked for any number of subscribers.
+    """A batch of papers analysed once and ranked for any number of readers.
 
-    ``postings`` maps each stem to the packed (paper, title hits, abstract hits) of every
-    paper containing it, so a one-word keyword is scored straight from its postings;
-    phrases are checked against the stored stem sequences of the candidate papers.
+    ``postings`` maps each stem (and acronym key) to the packed (paper, title hits,
+    abstract hits) of every paper containing it; phrases are checked against the stored
+    sequences of the candidate papers. Per-query postings, the tf-idf features and the
+    semantic vectors are shared by every reader of the batch.
     """
 
     papers: list[Paper]
-    titles: list[tuple[tuple[str, ...], tuple[str, ...]]]
-    abstracts: list[tuple[tuple[str, ...], tuple[str, ...]]]
-    norms: list[float]  # BM25 length normalisation of each abstract
+    titles: list[Text]
+    abstracts: list[Text]
+    inv_title: Floats  # 1 / BM25 length normalisation of each title
+    inv_abstract: Floats
     postings: dict[str, array[int]]
     indexed: frozenset[str] | None = None  # None: every stem is in ``postings``
+    vectors: npt.NDArray[np.float32] | None = None  # row i: unit embedding of paper i
     _phrases: dict[tuple[tuple[str, ...], str | None], array[int]] = field(default_factory=dict)
+    _features: learn.Features | None = None
+    _arrays: dict[tuple[tuple[str, ...], str | None], tuple[Any, Any, Any]] = field(
+        default_factory=dict)
 
     @classmethod
-    def build(cls, papers: Iterable[Paper], only: Iterable[str] | None = None) -> Corpus:
+    def build(cls, papers: Iterable[Paper], only: Iterable[str] | None = None,
+              vectors: npt.NDArray[np.float32] | None = None) -> Corpus:
         """Analyse every paper and index which papers contain which stems, how often.
 
         With ``only`` (see ``stems_of``) just those stems are indexed up front; any other
-        stem a query asks for later is indexed on first use.
+        stem a query asks for later is indexed on first use. ``vectors`` (one unit row per
+        paper, in order) turns the semantic signal on.
         """
         plist = list(papers)
         titles = [analyse(p.title) for p in plist]
         abstracts = [analyse(p.abstract) for p in plist]
-        lengths = [len(a) for a, _ in abstracts]
-        avg = sum(lengths) / len(lengths) if lengths else 0.0
-        norms = [1.0 - B + B * (n / avg) if avg else 1.0 for n in lengths]
         postings: dict[str, array[int]] = {}
         wanted = None if only is None else frozenset(only)
-        for i, ((t, tc), (a, ac)) in enumerate(zip(titles, abstracts, strict=True)):
-            tcount = Counter(t)
-            if tc:
-                tcount.update(tc)
-            acount = Counter(a)
-            if ac:
-                acount.update(ac)
+        for i, (t, a) in enumerate(zip(titles, abstracts, strict=True)):
+            tcount, acount = _bag(t), _bag(a)
             base = i << 16
             if wanted is not None:  # keep just the stems some keyword can ask for
                 acount = Counter({s: acount[s] for s in wanted.intersection(acount)})
@@ -238,12 +307,14 @@ class Corpus:
                     if bucket is None:
                         bucket = postings[s] = array("q")
                     bucket.append(base | (n if n < _CAP else _CAP) << 8)
-        return cls(plist, titles, abstracts, norms, postings, wanted)
+        if vectors is not None and len(vectors) != len(plist):
+            raise ValueError(f"{len(vectors)} vectors for {len(plist)} papers")
+        return cls(plist, titles, abstracts, _inverse_norms(titles, B_TITLE),
+                   _inverse_norms(abstracts, B_ABSTRACT), postings, wanted, vectors)
 
     def counts(self, query: Query, i: int) -> tuple[int, int]:
         """(title hits, abstract hits) of ``query`` in paper ``i``."""
-        (t, tc), (a, ac) = self.titles[i], self.abstracts[i]
-        return (_count(query.seq, query.joined, t, tc), _count(query.seq, query.joined, a, ac))
+        return _count(query, self.titles[i]), _count(query, self.abstracts[i])
 
     def _postings(self, s: str) -> Sequence[int]:
         found = self.postings.get(s)
@@ -252,8 +323,9 @@ class Corpus:
         if self.indexed is None or s in self.indexed:
             return ()
         found = array("q")  # a stem nobody asked for up front: index it now, once
-        for i, ((t, tc), (a, ac)) in enumerate(zip(self.titles, self.abstracts, strict=True)):
-            tn, an = t.count(s) + tc.count(s), a.count(s) + ac.count(s)
+        one = Query(s, 1.0, (s,), None)
+        for i in range(len(self.papers)):
+            tn, an = self.counts(one, i)
             if tn or an:
                 found.append(_pack(i, tn, an))
         self.postings[s] = found
@@ -280,128 +352,39 @@ class Corpus:
             self._phrases[key] = found
         return found
 
+    def hit_arrays(self, query: Query) -> tuple[Any, Any, Any]:
+        """(paper indexes, title hits, abstract hits) of the query as numpy arrays."""
+        key = (query.seq, query.joined)
+        found = self._arrays.get(key)
+        if found is None:
+            packed = self.hits(query)
+            v = (np.frombuffer(packed, dtype=np.int64) if isinstance(packed, array) and len(packed)
+                 else np.zeros(0, np.int64))
+            found = self._arrays[key] = (v >> 16, ((v >> 8) & _CAP).astype(np.float64),
+                                         (v & _CAP).astype(np.float64))
+        return found
+
     def idf(self, df: int) -> float:
         """BM25's smoothed inverse document frequency over this batch."""
         n = len(self.papers)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-
-def stems_of(profiles: Iterable[Profile]) -> set[str]:
-    """Every stem the keywords and excludes of these profiles can look up."""
-    found: set[str] = set()
-    for p in profiles:
-        for q in [*_queries(p.keywords), *map(_query, p.exclude)]:
-            found.update(q.seq)
-            if q.joined:
-                found.add(q.joined)
-    return found
+    @property
+    def features(self) -> learn.Features:
+        """The batch's tf-idf rows (built on first use, then shared by every reader)."""
+        if self._features is None:
+            self._features = learn.Features.build(
+                [(t[0], a[0]) for t, a in zip(self.titles, self.abstracts, strict=True)],
+                frozenset(stem(w) for w in STOPWORDS))
+        return self._features
 
 
-def _saturate(tf: float) -> float:
-    return tf * (K1 + 1.0) / (tf + K1)
-
-
-def _queries(keywords: Sequence[Keyword]) -> list[Query]:
-    return [*map(_query, keywords), *word_queries(keywords)]
-
-
-def _explain(corpus: Corpus, i: int, queries: list[Query], idfs: dict[Query, float],
-             score: float) -> Ranked:
-    matches = []
-    for q in queries:
-        t, a = corpus.counts(q, i)
-        if t or a:
-            tf = TITLE_BOOST * min(t, _CAP) + min(a, _CAP) / corpus.norms[i]
-            matches.append(Match(q.term, q.weight, t, a, q.weight * idfs[q] * _saturate(tf),
-                                 q.via))
-    matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
-    return Ranked(corpus.papers[i], score, tuple(matches))
-
-
-def score_all(corpus: Corpus, keywords: Sequence[Keyword], exclude: Sequence[Keyword] = (),
-              *, min_score: float = 0.0, limit: int | None = None) -> list[Ranked]:
-    """Matching, non-excluded papers with score >= min_score and explanations, best first.
-
-    Scores come from the postings alone; explanations are worked out only for the
-    ``limit`` papers returned.
-    """
-    excluded: set[int] = set()
-    for kw in exclude:
-        excluded.update(v >> 16 for v in corpus.hits(_query(kw)))
-    queries = _queries(keywords)
-    n_papers = len(corpus.papers)
-    scores = [0.0] * n_papers
-    whole = [0] * n_papers
-    touched: set[int] = set()
-    idfs: dict[Query, float] = {}
-    norms = corpus.norms
-    k1p1, k1, boost = K1 + 1.0, K1, TITLE_BOOST
-    for q in queries:
-        packed = corpus.hits(q)
-        if not packed:
-            continue
-        idf = idfs[q] = corpus.idf(len(packed))
-        w = q.weight * idf * k1p1
-        is_whole = q.via is None
-        for v in packed:
-            i = v >> 16
-            tf = boost * ((v >> 8) & _CAP) + (v & _CAP) / norms[i]
-            scores[i] += w * tf / (tf + k1)
-            if is_whole:
-                whole[i] += 1
-        touched.update(v >> 16 for v in packed)
-    final = []
-    papers = corpus.papers
-    for i in touched - excluded:
-        # Different keywords beat repeats: each extra whole keyword adds COORDINATION.
-        total = scores[i] * (1.0 + COORDINATION * (whole[i] - 1))
-        if total >= min_score and total > 0:
-            final.append((total, papers[i].upvotes or 0, i))
-    if limit is not None and len(final) > limit:
-        kth = heapq.nlargest(limit, final)[-1][:2]  # keep everything tied with the last pick
-        final = [f for f in final if f[:2] >= kth]
-    final.sort(key=lambda f: (-f[0], -f[1], papers[f[2]].title.casefold(), papers[f[2]].key))
-    top = final if limit is None else final[:limit]
-    return [Ranked(r.paper, r.score, r.matches, n) for n, r in enumerate(
-        (_explain(corpus, i, queries, idfs, round(total, 4)) for total, _, i in top), 1)]
-
-
-def sort_ranked(items: Iterable[Ranked]) -> list[Ranked]:
-    """Best first; ties by upvotes, then title, then key, so every run orders alike."""
-    ordered = sorted(items, key=lambda r: (-r.score, -(r.paper.upvotes or 0),
-                                            r.paper.title.casefold(), r.paper.key))
-    return [Ranked(r.paper, r.score, r.matches, n) for n, r in enumerate(ordered, 1)]
-
-
-def query_texts(profile: Profile) -> list[str]:
-    """The texts of a profile the semantic signal embeds: keywords, interest, its clauses."""
-    texts = [k.term for k in profile.keywords]
-    if profile.interest:
-        texts.append(profile.interest)
-    return list(dict.fromkeys(texts))
-
-
-def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
-            vectors: Mapping[str, Any] | None = None) -> list[Ranked]:
-    """Every paper worth showing the reader, best first (``digest rank`` prints these)."""
-    return score_all(corpus, profile.keywords, profile.exclude)
-
-
-def rank(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
-         vectors: Mapping[str, Any] | None = None) -> tuple[list[Ranked], list[Paper]]:
-    """A subscriber's picks (at most ``max_items``, score >= ``min_score``) and the rest.
-
-    ``votes`` are the reader's 👍/👎 (they train the reader's classifier); ``vectors`` maps
-    each of ``query_texts(profile)`` to its embedding when the semantic signal is on.
-    """
-    if not profile.keywords:  # no interests given: everything, most upvoted first
-        chosen = sort_ranked(Ranked(p, 0.0, ()) for p in corpus.papers)[: profile.max_items]
-    else:
-        chosen = score_all(corpus, profile.keywords, profile.exclude,
-                           min_score=profile.min_score, limit=profile.max_items)
-    keys = {r.paper.key for r in chosen}
-    rest = [p for p in corpus.papers if p.key not in keys]
-    return chosen, rest
+def _inverse_norms(texts: Sequence[Text], b: float) -> Floats:
+    lengths = np.array([len(t[0]) for t in texts], dtype=np.float64)
+    avg = float(lengths.mean()) if len(lengths) else 0.0
+    if not avg:
+        return np.ones(len(texts))
+    return 1.0 / (1.0 - b + b * lengths / avg)
 
 
 @lru_cache(maxsize=4096)
@@ -409,21 +392,343 @@ def _query(keyword: Keyword) -> Query:
     return Query.of(keyword)
 
 
+def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
+    """The single words of phrases, so a paper matching some words of a phrase counts a little.
+
+    A word shared by several phrases carries their summed weight; a word that is also a
+    keyword on its own is left to that keyword.
+    """
+    singles = {q.seq for q in map(_query, keywords) if len(q.seq) == 1}
+    best: dict[str, Query] = {}
+    for kw in keywords:
+        words = [w for w in _WORD.findall(kw.term) if w.casefold() not in STOPWORDS]
+        slots = dict.fromkeys(acronym_key(w) or stem(_normal(w)) for w in words)
+        if len(_query(kw).seq) < 2 or PHRASE_WORDS <= 0:
+            continue
+        share = kw.weight * PHRASE_WORDS
+        for w, slot in zip(words, slots, strict=False):
+            if (slot,) in singles:
+                continue
+            prior = best.get(slot)
+            best[slot] = Query(prior.term if prior else w, share + (prior.weight if prior else 0.0),
+                               (slot,), None, prior.via if prior else kw.term)
+    return list(best.values())
+
+
+def interest_queries(interest: str, keywords: Sequence[Keyword] = ()) -> list[Query]:
+    """The interest sentence's topic words, each a low-weight one-word query."""
+    if not interest:
+        return []
+    taken = {q.seq for q in map(_query, keywords) if len(q.seq) == 1}
+    found: dict[str, Query] = {}
+    for w in _WORD.findall(interest):
+        low = w.casefold()
+        if low in STOPWORDS or low in REQUEST_WORDS or len(low) < 2 or low.isdigit():
+            continue
+        slot = acronym_key(w) or stem(_normal(w))
+        if slot not in found and (slot,) not in taken:
+            found[slot] = Query(w, INTEREST_WEIGHT, (slot,), None, INTEREST)
+    return list(found.values())
+
+
+def clauses(interest: str) -> list[str]:
+    """The interest sentence split at : , ; / ( ) "or" "and" (the semantic signal's parts)."""
+    parts = [" ".join(p.split()) for p in _CLAUSE.split(interest)]
+    return [p for p in parts if len(_WORD.findall(p)) >= 2]
+
+
+def query_texts(profile: Profile) -> list[str]:
+    """The texts of a profile the semantic signal embeds: keywords, interest, its clauses."""
+    texts = [k.term for k in profile.keywords]
+    if profile.interest:
+        texts.append(profile.interest)
+        texts.extend(clauses(profile.interest))
+    return list(dict.fromkeys(texts))
+
+
+def stems_of(profiles: Iterable[Profile]) -> set[str]:
+    """Every stem the keywords, interest words and excludes of these profiles can look up."""
+    found: set[str] = set()
+    for p in profiles:
+        for q in [*_queries(p), *map(_query, p.exclude)]:
+            found.update(q.seq)
+            if q.joined:
+                found.add(q.joined)
+    return found
+
+
+def _queries(profile: Profile) -> list[Query]:
+    kws = profile.keywords
+    return [*map(_query, kws), *word_queries(kws), *interest_queries(profile.interest, kws)]
+
+
+def _z(v: Floats) -> Floats:
+    sd = float(v.std())
+    return (v - float(v.mean())) / sd if sd > 1e-12 else np.zeros_like(v)
+
+
+@dataclass(slots=True)
+class _Lexical:
+    score: Floats  # the lexical signal
+    whole: Floats  # how many keywords matched whole
+    matched: npt.NDArray[np.bool_]
+    excluded: npt.NDArray[np.bool_]
+    queries: list[Query]
+    idfs: dict[Query, float]
+    title_weight: float
+    lone: npt.NDArray[np.bool_]  # matched only by some words of phrases
+
+
+def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
+    n = len(corpus.papers)
+    queries = _queries(profile)
+    tw = TITLE_WEIGHT_INTEREST if profile.interest else TITLE_WEIGHT
+    whole_part, word_part, interest_part = np.zeros(n), np.zeros(n), np.zeros(n)
+    whole = np.zeros(n)
+    idfs: dict[Query, float] = {}
+    for q in queries:
+        idx, t, a = corpus.hit_arrays(q)
+        if not len(idx):
+            continue
+        idf = idfs[q] = corpus.idf(len(idx))
+        tf = tw * t * corpus.inv_title[idx] + a * corpus.inv_abstract[idx]
+        contrib = q.weight * idf * tf * (K1 + 1.0) / (tf + K1)
+        part = whole_part if q.whole else interest_part if q.via == INTEREST else word_part
+        part += np.bincount(idx, weights=contrib, minlength=n)
+        if q.whole:
+            whole[idx] += 1.0
+    lone = _lone(corpus, profile, whole_part, interest_part, word_part)
+    if LONE_CAP and lone.any() and (whole_part > 0).any():
+        # A phrase's lone words never lift a paper above one that matches a keyword whole.
+        floor = float(whole_part[whole_part > 0].min())
+        top = float(word_part[lone].max())
+        if top >= floor:
+            word_part[lone] *= 0.5 * floor / top
+    score = whole_part + interest_part + word_part
+    excluded = np.zeros(n, dtype=bool)
+    for kw in profile.exclude:
+        excluded[corpus.hit_arrays(_query(kw))[0]] = True
+    return _Lexical(score, whole, score > 0, excluded, queries, idfs, tw, lone)
+
+
+def _lone(corpus: Corpus, profile: Profile, whole_part: Floats, interest_part: Floats,
+          word_part: Floats) -> npt.NDArray[np.bool_]:
+    """Papers matched by no keyword whole and by only some of each phrase's words."""
+    lone = (whole_part == 0) & (interest_part == 0) & (word_part > 0)
+    if not lone.any():
+        return lone
+    for kw in profile.keywords:
+        q = _query(kw)
+        slots = [s for s, w in zip(q.seq, _WORD.findall(kw.term), strict=False)
+                 if w.casefold() not in STOPWORDS]
+        if len(slots) < 2:
+            continue
+        every = np.ones(len(corpus.papers), dtype=bool)
+        for slot in slots:
+            has = np.zeros(len(corpus.papers), dtype=bool)
+            has[corpus.hit_arrays(Query(slot, 1.0, (slot,), None))[0]] = True
+            every &= has
+        lone &= ~every  # all of a phrase's words, apart: more than a lone word
+    return lone
+
+
+def _dense(corpus: Corpus, profile: Profile,
+           vectors: Mapping[str, Any] | None) -> Floats | None:
+    """The semantic signal: summed z-scores of cosines to keywords, interest, clauses."""
+    if corpus.vectors is None or not vectors:
+        return None
+    docs = corpus.vectors
+    parts: list[Floats] = []
+    kw = [np.asarray(vectors[k.term], dtype=np.float32) for k in profile.keywords
+          if k.term in vectors]
+    if kw:
+        sims = docs @ np.stack(kw).T
+        parts += [_z(sims.mean(axis=1).astype(np.float64)),
+                  _z(sims.max(axis=1).astype(np.float64))]
+    if profile.interest and profile.interest in vectors:
+        parts.append(_z((docs @ np.asarray(vectors[profile.interest])).astype(np.float64)))
+        cl = [np.asarray(vectors[c], dtype=np.float32) for c in clauses(profile.interest)
+              if c in vectors]
+        if cl:
+            parts.append(_z((docs @ np.stack(cl).T).mean(axis=1).astype(np.float64)))
+    return _z(np.sum(parts, axis=0)) if parts else None
+
+
+def _top(score: Floats, allowed: npt.NDArray[np.bool_], k: int) -> list[int]:
+    idx = np.flatnonzero(allowed)
+    if len(idx) > k:
+        idx = idx[np.argsort(-score[idx], kind="stable")[:k]]
+    return sorted(idx.tolist())
+
+
+@dataclass(slots=True)
+class Scored:
+    """Every paper's final score for one reader, and why."""
+
+    final: Floats
+    lexical: _Lexical
+    decision: Floats  # the final classifier's decision value (0 when it was not trained)
+    offered: npt.NDArray[np.bool_]  # worth showing: matched, or on the classifier's good side
+
+
+def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
+          vectors: Mapping[str, Any] | None = None) -> Scored:
+    """All signals for one reader over the batch, fused."""
+    lex = _lexical(corpus, profile)
+    n = len(corpus.papers)
+    allowed = ~lex.excluded
+    signals = [_z(lex.score), _z(np.log1p(lex.whole))]
+    dense = _dense(corpus, profile, vectors)
+    if dense is not None:
+        signals.append(dense)
+    decision = np.zeros(n)
+    extra, labels = _vote_rows(corpus, votes)
+    trained = False
+    if n >= 4 and (lex.matched.any() or labels):
+        base = np.sum(signals, axis=0)
+        first = np.sum([*signals, _z(_learned(corpus, lex.score, lex.matched & allowed,
+                                              extra, labels))], axis=0)
+        positives = lex.matched & allowed if dense is None else allowed
+        decision = _learned(corpus, first, positives, extra, labels)
+        signals_final = base + _z(decision)
+        trained = bool(decision.any())
+    else:
+        signals_final = np.sum(signals, axis=0)
+    whole = lex.whole > 0
+    if LONE_CAP and lex.lone.any() and whole.any():
+        ceiling = float(signals_final[whole & allowed].min()) if (whole & allowed).any() else None
+        if ceiling is not None:
+            signals_final[lex.lone] = np.minimum(signals_final[lex.lone], ceiling - 1e-3)
+    offered = allowed & (lex.matched | (decision > 0))
+    if not trained and not lex.queries:
+        offered = allowed
+    return Scored(signals_final, lex, decision, offered)
+
+
+def _vote_rows(corpus: Corpus, votes: Sequence[Vote]) -> tuple[Any, list[bool]]:
+    if not votes:
+        return None, []
+    docs = [(analyse(v.paper.title)[0], analyse(v.paper.abstract)[0]) for v in votes]
+    return corpus.features.transform(docs), [v.like for v in votes]
+
+
+def _learned(corpus: Corpus, ranking: Floats, candidates: npt.NDArray[np.bool_],
+             extra: Any, labels: list[bool]) -> Floats:
+    """A classifier's decision values: the top of ``ranking`` (and likes) against the rest."""
+    positives = _top(ranking, candidates & (ranking > ranking.min()), POSITIVES)
+    if not positives and not any(labels):
+        return np.zeros(len(corpus.papers))
+    return learn.train(corpus.features, positives, None, extra, labels).astype(np.float64)
+
+
+def _explain(corpus: Corpus, i: int, scored: Scored, votes: Sequence[Vote],
+             extra: Any) -> tuple[tuple[Match, ...], tuple[str, ...]]:
+    lex = scored.lexical
+    matches = []
+    for q in lex.queries:
+        t, a = corpus.counts(q, i)
+        if t or a:
+            tf = lex.title_weight * min(t, _CAP) * corpus.inv_title[i] + min(
+                a, _CAP) * corpus.inv_abstract[i]
+            matches.append(Match(q.term, q.weight, t, a,
+                                 q.weight * lex.idfs[q] * tf * (K1 + 1.0) / (tf + K1), q.via))
+    matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
+    similar: list[tuple[float, str]] = []
+    if extra is not None:
+        for k, v in enumerate(votes):
+            if v.like:
+                cos = learn.cosine_to(corpus.features, i, extra, k)
+                if cos >= SIMILAR_MIN:
+                    similar.append((-cos, v.paper.title))
+    return tuple(matches), tuple(t for _, t in sorted(similar)[:2])
+
+
+def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
+            vectors: Mapping[str, Any] | None = None, *, limit: int | None = None,
+            min_score: float = 0.0) -> list[Ranked]:
+    """Every paper worth showing the reader, best first, with explanations.
+
+    ``votes`` are the reader's 👍/👎 (they train the reader's classifier); ``vectors`` maps
+    each of ``query_texts(profile)`` to its embedding when the semantic signal is on.
+    ``min_score`` drops papers whose lexical score is below it (learned picks need a
+    positive decision instead); explanations are worked out only for the papers returned.
+    """
+    if not profile.keywords and not profile.interest and not votes:
+        ordered = sort_ranked(Ranked(p, 0.0, ()) for p in corpus.papers)
+        return ordered if limit is None else ordered[:limit]
+    scored = score(corpus, profile, votes, vectors)
+    lex = scored.lexical
+    keep = scored.offered.copy()
+    if min_score > 0:
+        keep &= (lex.score >= min_score) | (~lex.matched & (scored.decision > 0))
+    idx = np.flatnonzero(keep)
+    upvotes = np.array([corpus.papers[i].upvotes or 0 for i in idx], dtype=np.float64)
+    final = np.round(scored.final[idx], 4)
+    order = np.lexsort((-upvotes, -final))
+    chosen = [int(i) for i in idx[order]]
+    if limit is not None and len(chosen) > limit:  # keep everything tied with the last pick
+        last = (final[order][limit - 1], upvotes[order][limit - 1])
+        chosen = [i for i, f, u in zip(chosen, final[order], upvotes[order], strict=True)
+                  if (f, u) >= last]
+    chosen.sort(key=lambda i: (-round(float(scored.final[i]), 4),
+                               -(corpus.papers[i].upvotes or 0),
+                               corpus.papers[i].title.casefold(), corpus.papers[i].key))
+    if limit is not None:
+        chosen = chosen[:limit]
+    extra = _vote_rows(corpus, votes)[0] if any(v.like for v in votes) else None
+    out = []
+    for n, i in enumerate(chosen, 1):
+        matches, similar = _explain(corpus, i, scored, votes, extra)
+        out.append(Ranked(corpus.papers[i], round(float(scored.final[i]), 4), matches, n,
+                          similar, not bool(lex.matched[i])))
+    return out
+
+
+def score_all(corpus: Corpus, keywords: Sequence[Keyword], exclude: Sequence[Keyword] = (),
+              *, min_score: float = 0.0, limit: int | None = None,
+              interest: str = "") -> list[Ranked]:
+    """``ranking`` for bare keywords (and an interest sentence), with no votes or vectors."""
+    profile = Profile("", keywords=tuple(keywords), exclude=tuple(exclude), interest=interest)
+    return ranking(corpus, profile, limit=limit, min_score=min_score)
+
+
+def sort_ranked(items: Iterable[Ranked]) -> list[Ranked]:
+    """Best first; ties by upvotes, then title, then key, so every run orders alike."""
+    ordered = sorted(items, key=lambda r: (-r.score, -(r.paper.upvotes or 0),
+                                            r.paper.title.casefold(), r.paper.key))
+    return [Ranked(r.paper, r.score, r.matches, n, r.similar, r.learned)
+            for n, r in enumerate(ordered, 1)]
+
+
+def rank(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
+         vectors: Mapping[str, Any] | None = None) -> tuple[list[Ranked], list[Paper]]:
+    """A reader's picks (at most ``max_items``, see ``ranking``) and the rest of the batch."""
+    chosen = ranking(corpus, profile, votes, vectors, limit=profile.max_items,
+                     min_score=profile.min_score)
+    keys = {r.paper.key for r in chosen}
+    rest = [p for p in corpus.papers if p.key not in keys]
+    return chosen, rest
+
+
 @lru_cache(maxsize=8192)
 def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int, int], ...]:
-    """Character spans in ``text`` where any keyword matches (merged, in order).
+    """Character spans in ``text`` where any keyword matches (merged, in order), never in a URL.
 
     Cached: the same abstract is highlighted in the Markdown, the HTML and the feed.
     """
     queries = [_query(k) for k in keywords]
     needed = {s for q in queries for s in q.seq} | {q.joined for q in queries if q.joined}
-    at: dict[str, dict[int, tuple[int, int]]] = {}  # stem -> word index -> (start, end)
+    urls = [m.span() for m in _URL.finditer(text)] if ("://" in text or "www." in text) else []
+    at: dict[str, dict[int, tuple[int, int]]] = {}  # slot -> word index -> (start, end)
     get = _WORDS.get
     for index, m in enumerate(_WORD.finditer(text)):
         word = m.group()
         st = get(word) or _word_stem(word)
         if st in needed:
             at.setdefault(st, {})[index] = m.span()
+        key = _ACRONYMS.get(word)
+        if key and key in needed:
+            at.setdefault(key, {})[index] = m.span()
     compounds: dict[str, list[tuple[int, int]]] = {}
     if _has_hyphen(text):
         for m in _compounds(text):
@@ -437,13 +742,15 @@ def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int
             if all(index + j in later for j, later in enumerate(rest, 1)):
                 found.append((start, rest[-1][index + len(rest)][1] if rest else end))
         whole = q.seq[0] if len(q.seq) == 1 else q.joined
-        if whole:
+        if whole and not whole.startswith("^"):
             found.extend(compounds.get(whole, ()))
         if q.joined:
             found.extend(at.get(q.joined, {}).values())
     found.sort()
     merged: list[tuple[int, int]] = []
     for a, b in found:
+        if any(u0 < b and a < u1 for u0, u1 in urls):
+            continue  # never inside a link: a highlighted URL would break it
         if merged and a <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
