@@ -1,10 +1,19 @@
 """Ranking quality: digest's ranking vs plain BM25 on graded relevance judgments.
 
     python bench/rank_quality.py [--dumps ../shared/dumps] [--labels bench/relevance/labels.json]
+                                 [--no-semantic] [--per-query]
 
-Both rankers get the same keywords (BM25 as a bag of their words, weights applied as
-query-term weights) over the same 318 papers; prints nDCG@10, nDCG@20, MAP and P@10
-per query and on average, and the ratio digest/BM25.
+Every run ranks the same 318 papers for each labelled reader and reports MAP (whole
+ranking; relevant papers not offered count as misses) and nDCG@10:
+
+- ``bm25``: Okapi BM25 on the bag of the keywords' words (weights as term weights);
+- ``keywords`` / ``+ interest``: digest's ranker with the keywords, then with the reader's
+  interest sentence too; each again with the semantic signal when the extra is installed;
+- ``feedback``: the reader judges the top 10 of the ``+ interest`` ranking (👍 when the
+  labels grade it above 0, else 👎), digest re-ranks with those votes, and both rankings
+  are measured on the papers not judged (judged papers are never shown again).
+
+Nothing is tuned per query: every setting is a module constant of digest.rank.
 """
 
 from __future__ import annotations
@@ -14,12 +23,14 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from digest.identity import normalise_title
-from digest.models import Keyword, Paper
-from digest.rank import Corpus, score_all
+from digest.models import Keyword, Paper, Profile, Vote
+from digest.rank import Corpus, query_texts, ranking
 from digest.sources import read_dump
 
 HERE = Path(__file__).resolve().parent
@@ -81,44 +92,104 @@ def precision(ranking: list[str], grades: dict[str, int], k: int) -> float:
     return sum(1 for key in ranking[:k] if grades.get(key, 0) > 0) / k
 
 
+def _keywords(q: dict[str, Any]) -> tuple[Keyword, ...]:
+    return tuple(Keyword(k) if isinstance(k, str) else Keyword(k["term"], float(k.get("weight", 1)))
+                 for k in q["keywords"])
+
+
+def _semantic(plist: list[Paper], labels: list[dict[str, Any]]) -> tuple[Any, Any] | None:
+    """(paper vectors, query text -> vector) from the semantic extra, or None without it."""
+    from digest import embed
+
+    if not embed.available():
+        return None
+    embedder = embed.load()
+    cache = embed.VectorCache(embed.default_cache_path())
+    start = time.perf_counter()
+    docs, computed = embed.embed_texts(embedder, [embed.paper_text(p) for p in plist],
+                                       cache=cache, progress=True)
+    texts = sorted({t for q in labels for t in query_texts(
+        Profile("q", keywords=_keywords(q), interest=q.get("interest", "")))})
+    vecs, _ = embed.embed_texts(embedder, texts, cache=cache)
+    cache.close()
+    print(f"semantic: {embedder.id}, {computed} papers embedded now "
+          f"({time.perf_counter() - start:.1f} s), the rest from the cache")
+    return docs, dict(zip(texts, vecs, strict=True))
+
+
+def _measure(ranked: list[str], grades: dict[str, int]) -> tuple[float, float]:
+    return average_precision(ranked, grades), ndcg(ranked, grades, 10)
+
+
 def main() -> None:
     """Print the comparison table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dumps", type=Path, default=HERE.parent.parent / "shared" / "dumps")
     parser.add_argument("--labels", type=Path, default=HERE / "relevance" / "labels.json")
+    parser.add_argument("--no-semantic", action="store_true", help="Skip the semantic rows.")
+    parser.add_argument("--per-query", action="store_true", help="Print every query's MAP.")
     args = parser.parse_args()
     papers: dict[str, Paper] = {}
     for path in sorted(args.dumps.glob("*.txt")):
         for p in read_dump(path).papers:
             papers.setdefault(p.key, p)
     plist = list(papers.values())
-    corpus = Corpus.build(plist)
     labels = json.loads(args.labels.read_text())["queries"]
-    metrics = ("nDCG@10", "nDCG@20", "MAP", "P@10")
-    totals = {name: {m: 0.0 for m in metrics} for name in ("digest", "bm25")}
-    print(f"{len(plist)} papers, {len(labels)} queries\n")
-    print(f"{'query':<24}" + "".join(f"{m:>10}{'(bm25)':>8}" for m in metrics))
+    semantic = None if args.no_semantic else _semantic(plist, labels)
+    corpora = {False: Corpus.build(plist)}
+    if semantic is not None:
+        corpora[True] = Corpus.build(plist, vectors=semantic[0])
+    print(f"{len(plist)} papers, {len(labels)} queries "
+          f"({sum(1 for q in labels if q.get('interest'))} with an interest sentence)\n")
+    rows: dict[str, list[tuple[float, float]]] = {}
+
+    def add(name: str, value: tuple[float, float]) -> None:
+        rows.setdefault(name, []).append(value)
+
     for q in labels:
-        kws = [Keyword(k) if isinstance(k, str) else Keyword(k["term"], float(k.get("weight", 1)))
-               for k in q["keywords"]]
         grades = {k: int(v) for k, v in q["judgments"].items()}
-        runs = {"digest": [label_key(r.paper.title) for r in score_all(corpus, kws)],
-                "bm25": bm25(plist, kws)}
-        row = f"{q['id']:<24}"
-        for m in metrics:
-            vals = {}
-            for name, ranking in runs.items():
-                v = {"nDCG@10": ndcg(ranking, grades, 10), "nDCG@20": ndcg(ranking, grades, 20),
-                     "MAP": average_precision(ranking, grades),
-                     "P@10": precision(ranking, grades, 10)}[m]
-                vals[name] = v
-                totals[name][m] += v / len(labels)
-            row += f"{vals['digest']:>10.3f}{vals['bm25']:>8.3f}"
-        print(row)
-    print(f"\n{'mean':<24}" + "".join(
-        f"{totals['digest'][m]:>10.3f}{totals['bm25'][m]:>8.3f}" for m in metrics))
-    print(f"{'ratio digest/bm25':<24}" + "".join(
-        f"{totals['digest'][m] / totals['bm25'][m]:>10.2f}{'':>8}" for m in metrics))
+        kws = _keywords(q)
+        add("bm25 (keywords)", _measure(bm25(plist, list(kws)), grades))
+        for sem, corpus in corpora.items():
+            tag = " + semantic" if sem else ""
+            vectors = semantic[1] if sem and semantic else None
+            for interest in ("", q.get("interest", "")):
+                profile = Profile("q", keywords=kws, interest=interest)
+                got = ranking(corpus, profile, vectors=vectors)
+                name = ("keywords + interest" if interest else "keywords") + tag
+                add(name, _measure([label_key(r.paper.title) for r in got], grades))
+                if not interest:
+                    continue
+                judged = got[:10]
+                votes = [Vote(r.paper, grades.get(label_key(r.paper.title), 0) > 0)
+                         for r in judged]
+                gone = {r.paper.key for r in judged}
+                rest = [p for p in plist if p.key not in gone]
+                keep = [i for i, p in enumerate(plist) if p.key not in gone]
+                sub = Corpus.build(rest, vectors=None if corpus.vectors is None
+                                   else corpus.vectors[keep])
+                left = {k: g for k, g in grades.items()
+                        if k not in {label_key(r.paper.title) for r in judged}}
+                plain = [label_key(r.paper.title) for r in ranking(sub, profile,
+                                                                   vectors=vectors)]
+                fed = [label_key(r.paper.title) for r in ranking(sub, profile, votes,
+                                                                 vectors=vectors)]
+                add(f"unjudged, no feedback{tag}", _measure(plain, left))
+                add(f"unjudged, 10 votes{tag}", _measure(fed, left))
+    base = sum(m for m, _ in rows["bm25 (keywords)"]) / len(labels)
+    print(f"{'run':<36}{'MAP':>8}{'nDCG@10':>9}{'MAP/bm25':>10}")
+    for name, values in rows.items():
+        mean_map = sum(m for m, _ in values) / len(values)
+        mean_ndcg = sum(n for _, n in values) / len(values)
+        print(f"{name:<36}{mean_map:>8.3f}{mean_ndcg:>9.3f}{mean_map / base:>10.2f}"
+              + ("   " + " ".join(f"{m:.2f}" for m, _ in values) if args.per_query else ""))
+    for tag in ("", " + semantic"):
+        if f"unjudged, 10 votes{tag}" in rows:
+            gain = (sum(m for m, _ in rows[f"unjudged, 10 votes{tag}"])
+                    - sum(m for m, _ in rows[f"unjudged, no feedback{tag}"])) / len(labels)
+            print(f"feedback on 10 papers{tag}: MAP on the rest {gain:+.3f}")
+    if semantic is None and not args.no_semantic:
+        print("(no semantic rows: the extra is not installed: pip install '.[semantic]')")
 
 
 if __name__ == "__main__":

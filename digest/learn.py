@@ -133,12 +133,13 @@ def _rows(grams_per_doc: Sequence[dict[int, int]], feature_of: dict[int, int],
 
 def train(feat: Features, positives: Sequence[int], negatives: Sequence[int] | None = None,
           extra: tuple[Ints, Ints, Floats] | None = None,
-          extra_labels: Sequence[bool] = ()) -> Floats:
+          extra_labels: Sequence[bool] = (), extra_weight: float = 1.0) -> Floats:
     """The decision value of every batch row under a linear SVM fitted to the labels.
 
     Batch rows in ``positives`` are +1; ``negatives`` (default: every other row) are -1;
     ``extra`` rows (papers outside the batch) carry ``extra_labels``. Class weights are
-    balanced. Returns ``feat.matvec(w) + bias``.
+    balanced, and an ``extra`` row counts ``extra_weight`` times. Returns
+    ``feat.matvec(w) + bias``.
     """
     pos = list(dict.fromkeys(positives))
     pos_set = set(pos)
@@ -159,6 +160,8 @@ def train(feat: Features, positives: Sequence[int], negatives: Sequence[int] | N
         return np.zeros(feat.n_rows, dtype=np.float32)
     total = n_pos + n_neg
     cw = np.where(y > 0, total / (2.0 * n_pos), total / (2.0 * n_neg)) * C
+    if extra is not None:
+        cw[len(pos) + len(neg):] *= extra_weight
     w = np.zeros(feat.n_features + 1, dtype=np.float64)  # last: the bias feature
     bias = feat.n_features
     alpha = np.zeros(len(rows))

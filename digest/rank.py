@@ -49,9 +49,8 @@ TITLE_WEIGHT_INTEREST = 3.0  # with an interest sentence in the query
 INTEREST_WEIGHT = 0.3  # each word of the interest sentence, against a keyword's 1
 PHRASE_WORDS = 0.6  # share of a phrase's weight each of its words earns alone
 POSITIVES = 15  # pseudo-positives for self-training: the top of the ranking
-VOTE_WEIGHT = 1.0  # a vote counts like this many pseudo-labels (rows are not weighted)
+VOTE_WEIGHT = 3.0  # a vote weighs as much as this many pseudo-labels in the classifier
 SIMILAR_MIN = 0.2  # tf-idf cosine to a liked paper that earns "similar to papers you liked"
-LONE_CAP = True
 INTEREST = "interest"  # Match.via of interest-sentence words
 
 STOPWORDS = frozenset("""
@@ -374,7 +373,8 @@ class Corpus:
         """The batch's tf-idf rows (built on first use, then shared by every reader)."""
         if self._features is None:
             self._features = learn.Features.build(
-                [(t[0], a[0]) for t, a in zip(self.titles, self.abstracts, strict=True)],
+                [(t[2] or t[0], a[2] or a[0])
+                 for t, a in zip(self.titles, self.abstracts, strict=True)],
                 frozenset(stem(w) for w in STOPWORDS))
         return self._features
 
@@ -498,7 +498,7 @@ def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
         if q.whole:
             whole[idx] += 1.0
     lone = _lone(corpus, profile, whole_part, interest_part, word_part)
-    if LONE_CAP and lone.any() and (whole_part > 0).any():
+    if lone.any() and (whole_part > 0).any():
         # A phrase's lone words never lift a paper above one that matches a keyword whole.
         floor = float(whole_part[whole_part > 0].min())
         top = float(word_part[lone].max())
@@ -595,11 +595,18 @@ def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     else:
         signals_final = np.sum(signals, axis=0)
     whole = lex.whole > 0
-    if LONE_CAP and lex.lone.any() and whole.any():
+    if lex.lone.any() and whole.any():
         ceiling = float(signals_final[whole & allowed].min()) if (whole & allowed).any() else None
         if ceiling is not None:
             signals_final[lex.lone] = np.minimum(signals_final[lex.lone], ceiling - 1e-3)
-    offered = allowed & (lex.matched | (decision > 0))
+    offered = allowed & lex.matched
+    if trained and whole.any():
+        # Without a keyword match, a paper is offered only when the classifier wants it and
+        # it beats at least one paper that matches a keyword whole.
+        weakest = float(signals_final[whole & allowed].min()) if (whole & allowed).any() else 0.0
+        offered |= allowed & (decision > 0) & (signals_final >= weakest)
+    elif trained:
+        offered |= allowed & (decision > 0)
     if not trained and not lex.queries:
         offered = allowed
     return Scored(signals_final, lex, decision, offered)
@@ -608,7 +615,8 @@ def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
 def _vote_rows(corpus: Corpus, votes: Sequence[Vote]) -> tuple[Any, list[bool]]:
     if not votes:
         return None, []
-    docs = [(analyse(v.paper.title)[0], analyse(v.paper.abstract)[0]) for v in votes]
+    texts = [(analyse(v.paper.title), analyse(v.paper.abstract)) for v in votes]
+    docs = [(t[2] or t[0], a[2] or a[0]) for t, a in texts]
     return corpus.features.transform(docs), [v.like for v in votes]
 
 
@@ -618,7 +626,8 @@ def _learned(corpus: Corpus, ranking: Floats, candidates: npt.NDArray[np.bool_],
     positives = _top(ranking, candidates & (ranking > ranking.min()), POSITIVES)
     if not positives and not any(labels):
         return np.zeros(len(corpus.papers))
-    return learn.train(corpus.features, positives, None, extra, labels).astype(np.float64)
+    return learn.train(corpus.features, positives, None, extra, labels,
+                       VOTE_WEIGHT).astype(np.float64)
 
 
 def _explain(corpus: Corpus, i: int, scored: Scored, votes: Sequence[Vote],
