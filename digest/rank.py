@@ -514,7 +514,7 @@ def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
 def _lone(corpus: Corpus, profile: Profile, whole_part: Floats, interest_part: Floats,
           word_part: Floats) -> npt.NDArray[np.bool_]:
     """Papers matched by no keyword whole and by only some of each phrase's words."""
-    lone = (whole_part == 0) & (interest_part == 0) & (word_part > 0)
+    lone: npt.NDArray[np.bool_] = (whole_part == 0) & (interest_part == 0) & (word_part > 0)
     if not lone.any():
         return lone
     for kw in profile.keywords:
