@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -49,8 +49,9 @@ TITLE_WEIGHT_INTEREST = 3.0  # with an interest sentence in the query
 INTEREST_WEIGHT = 0.3  # each word of the interest sentence, against a keyword's 1
 PHRASE_WORDS = 0.6  # share of a phrase's weight each of its words earns alone
 POSITIVES = 15  # pseudo-positives for self-training: the top of the ranking
-VOTE_WEIGHT = 3.0  # a vote weighs as much as this many pseudo-labels in the classifier
+VOTE_WEIGHT = 1.0  # a vote weighs as much as this many pseudo-labels in the classifier
 SIMILAR_MIN = 0.2  # tf-idf cosine to a liked paper that earns "similar to papers you liked"
+EXACT_SVM = False  # True: an exact linear SVM instead of its strong-regularisation limit
 INTEREST = "interest"  # Match.via of interest-sentence words
 
 STOPWORDS = frozenset("""
@@ -138,8 +139,16 @@ def _word_stem(word: str) -> str:
     return found
 
 
+_JOINED: dict[str, str] = {}
+
+
 def _compound_stem(token: str) -> str:
-    return stem("".join(_normal(p) for p in _HYPHEN.split(token)))
+    found = _JOINED.get(token)
+    if found is None:
+        if len(_JOINED) >= _WORD_CACHE_MAX:
+            _JOINED.clear()
+        found = _JOINED[token] = stem("".join(_normal(p) for p in _HYPHEN.split(token)))
+    return found
 
 
 # An analysed text: stems in order, stems of hyphenated compounds joined up, and (when the
@@ -149,16 +158,27 @@ Text = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]
 
 def analyse(text: str) -> Text:
     """Text -> (stems, joined compounds, stems with acronym keys or None)."""
-    get = _WORDS.get
-    words = _WORD.findall(text)
-    stems = tuple([get(w) or _word_stem(w) for w in words])
+    words: list[str] = _WORD.findall(text)
+    found = list(map(_WORDS.get, words))
+    stems: list[str] = ([s or _word_stem(w) for w, s in zip(words, found, strict=True)]
+                        if None in found else cast("list[str]", found))
     marks = None
     if not _ACRONYMS.keys().isdisjoint(words):
         acro = _ACRONYMS.get
         marks = tuple([acro(w) or s for w, s in zip(words, stems, strict=True)])
-    if not _has_hyphen(text):
-        return stems, (), marks
-    return stems, tuple(_compound_stem(m.group()) for m in _compounds(text)), marks
+    return tuple(stems), _joined(text), marks
+
+
+def _joined(text: str) -> tuple[str, ...]:
+    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain)."""
+    if "-" not in text and "‐" not in text and "‑" not in text:
+        return ()
+    found: list[str] = []
+    for chunk in text.split():
+        if "-" in chunk or "‐" in chunk or "‑" in chunk:
+            found.extend(_compound_stem(m.group()) for m in _TOKEN.finditer(chunk)
+                         if _has_hyphen(m.group()))
+    return tuple(found)
 
 
 def _has_hyphen(text: str) -> bool:
@@ -477,6 +497,7 @@ class _Lexical:
     idfs: dict[Query, float]
     title_weight: float
     lone: npt.NDArray[np.bool_]  # matched only by some words of phrases
+    hits: list[tuple[Query, Any, Any, Any, Any]]  # per query: papers, title/abstract hits, share
 
 
 def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
@@ -486,6 +507,7 @@ def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
     whole_part, word_part, interest_part = np.zeros(n), np.zeros(n), np.zeros(n)
     whole = np.zeros(n)
     idfs: dict[Query, float] = {}
+    hits = []
     for q in queries:
         idx, t, a = corpus.hit_arrays(q)
         if not len(idx):
@@ -495,6 +517,7 @@ def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
         contrib = q.weight * idf * tf * (K1 + 1.0) / (tf + K1)
         part = whole_part if q.whole else interest_part if q.via == INTEREST else word_part
         part += np.bincount(idx, weights=contrib, minlength=n)
+        hits.append((q, idx, t, a, contrib))
         if q.whole:
             whole[idx] += 1.0
     lone = _lone(corpus, profile, whole_part, interest_part, word_part)
@@ -508,7 +531,7 @@ def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
     excluded = np.zeros(n, dtype=bool)
     for kw in profile.exclude:
         excluded[corpus.hit_arrays(_query(kw))[0]] = True
-    return _Lexical(score, whole, score > 0, excluded, queries, idfs, tw, lone)
+    return _Lexical(score, whole, score > 0, excluded, queries, idfs, tw, lone, hits)
 
 
 def _lone(corpus: Corpus, profile: Profile, whole_part: Floats, interest_part: Floats,
@@ -626,30 +649,39 @@ def _learned(corpus: Corpus, ranking: Floats, candidates: npt.NDArray[np.bool_],
     positives = _top(ranking, candidates & (ranking > ranking.min()), POSITIVES)
     if not positives and not any(labels):
         return np.zeros(len(corpus.papers))
-    return learn.train(corpus.features, positives, None, extra, labels,
-                       VOTE_WEIGHT).astype(np.float64)
+    if EXACT_SVM:
+        return learn.train(corpus.features, positives, None, extra, labels,
+                           VOTE_WEIGHT).astype(np.float64)
+    return learn.centroid(corpus.features, positives, extra, labels,
+                          VOTE_WEIGHT).astype(np.float64)
 
 
-def _explain(corpus: Corpus, i: int, scored: Scored, votes: Sequence[Vote],
-             extra: Any) -> tuple[tuple[Match, ...], tuple[str, ...]]:
-    lex = scored.lexical
-    matches = []
-    for q in lex.queries:
-        t, a = corpus.counts(q, i)
-        if t or a:
-            tf = lex.title_weight * min(t, _CAP) * corpus.inv_title[i] + min(
-                a, _CAP) * corpus.inv_abstract[i]
-            matches.append(Match(q.term, q.weight, t, a,
-                                 q.weight * lex.idfs[q] * tf * (K1 + 1.0) / (tf + K1), q.via))
-    matches.sort(key=lambda m: (-m.contribution, m.term.casefold()))
+def _matches(lex: _Lexical, chosen: Sequence[int], n: int) -> dict[int, list[Match]]:
+    """The keyword matches of the chosen papers, read off the postings (no re-counting)."""
+    want = np.zeros(n, dtype=bool)
+    want[list(chosen)] = True
+    out: dict[int, list[Match]] = {i: [] for i in chosen}
+    for q, idx, t, a, contrib in lex.hits:
+        sel = np.flatnonzero(want[idx])
+        if not len(sel):
+            continue
+        for i, th, ah, c in zip(idx[sel].tolist(), t[sel].tolist(), a[sel].tolist(),
+                                contrib[sel].tolist(), strict=True):
+            out[i].append(Match(q.term, q.weight, int(th), int(ah), c, q.via))
+    for found in out.values():
+        found.sort(key=lambda m: (-m.contribution, m.term.casefold()))
+    return out
+
+
+def _similar(corpus: Corpus, i: int, votes: Sequence[Vote], extra: Any) -> tuple[str, ...]:
+    """Titles of the liked papers closest to paper ``i`` (tf-idf cosine >= SIMILAR_MIN)."""
     similar: list[tuple[float, str]] = []
-    if extra is not None:
-        for k, v in enumerate(votes):
-            if v.like:
-                cos = learn.cosine_to(corpus.features, i, extra, k)
-                if cos >= SIMILAR_MIN:
-                    similar.append((-cos, v.paper.title))
-    return tuple(matches), tuple(t for _, t in sorted(similar)[:2])
+    for k, v in enumerate(votes):
+        if v.like:
+            cos = learn.cosine_to(corpus.features, i, extra, k)
+            if cos >= SIMILAR_MIN:
+                similar.append((-cos, v.paper.title))
+    return tuple(t for _, t in sorted(similar)[:2])
 
 
 def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
@@ -685,12 +717,11 @@ def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     if limit is not None:
         chosen = chosen[:limit]
     extra = _vote_rows(corpus, votes)[0] if any(v.like for v in votes) else None
-    out = []
-    for n, i in enumerate(chosen, 1):
-        matches, similar = _explain(corpus, i, scored, votes, extra)
-        out.append(Ranked(corpus.papers[i], round(float(scored.final[i]), 4), matches, n,
-                          similar, not bool(lex.matched[i])))
-    return out
+    matches = _matches(lex, chosen, len(corpus.papers))
+    return [Ranked(corpus.papers[i], round(float(scored.final[i]), 4), tuple(matches[i]), n,
+                   _similar(corpus, i, votes, extra) if extra is not None else (),
+                   not bool(lex.matched[i]))
+            for n, i in enumerate(chosen, 1)]
 
 
 def score_all(corpus: Corpus, keywords: Sequence[Keyword], exclude: Sequence[Keyword] = (),

@@ -28,6 +28,7 @@ _EMPTY_OK = frozenset({"feed", "hf-daily"})
 # at least _BOILERPLATE_MIN_ENTRIES entries have one (fewer could share a phrase by chance).
 _SHINGLE = 3
 _BOILERPLATE_MIN_ENTRIES = 4
+_EDGE = 120  # boilerplate is looked for in this many words at each end of an abstract
 
 
 def decode(path: str, raw: bytes) -> str:
@@ -98,25 +99,41 @@ def _edges(keys: list[str], common: set[tuple[str, ...]]) -> list[bool]:
     return drop
 
 
+def _ends(words: list[str]) -> list[str]:
+    """The words boilerplate can be made of: the first and last ``_EDGE`` of an abstract."""
+    return words if len(words) <= 2 * _EDGE else words[:_EDGE] + words[-_EDGE:]
+
+
 def strip_boilerplate(dump: ParsedDump) -> ParsedDump:
     """Remove text that every entry's abstract starts or ends with ("Add to Selected
     Citations", "Download PDF", a journal's header): it says nothing about any paper, yet
-    it would match keywords in all of them. One warning names what was removed."""
+    it would match keywords in all of them. One warning names what was removed.
+
+    Only each abstract's first and last ``_EDGE`` words are looked at, so the cost does
+    not grow with the abstracts' length.
+    """
     words = [p.abstract.split() for p in dump.papers]
-    keys = [[_word_key(w) for w in ws] for ws in words]
+    keys = [[_word_key(w) for w in _ends(ws)] for ws in words]
     with_text = [k for k in keys if len(k) >= _SHINGLE]
     if len(with_text) < _BOILERPLATE_MIN_ENTRIES:
         return dump
-    shingle_sets = sorted((set(zip(*(k[i:] for i in range(_SHINGLE)), strict=False))
-                           for k in with_text), key=len)
-    common = shingle_sets[0].intersection(*shingle_sets[1:])
-    common = {s for s in common if any(s)}
+    common: set[tuple[str, ...]] | None = None
+    for k in sorted(with_text, key=len):
+        found = set(zip(*(k[i:] for i in range(_SHINGLE)), strict=False))
+        common = found if common is None else common & found
+        if not common:
+            return dump
+    common = {s for s in common or () if any(s)}
     if not common:
         return dump
     papers = []
     removed = ""
     for paper, ws, ks in zip(dump.papers, words, keys, strict=True):
-        drop = _edges(ks, common)
+        if len(ws) <= 2 * _EDGE:
+            drop = _edges(ks, common)
+        else:  # the head and the tail on their own, the middle always kept
+            head, tail = _edges(ks[:_EDGE], common), _edges(ks[_EDGE:], common)
+            drop = head + [False] * (len(ws) - 2 * _EDGE) + tail
         if not any(drop):
             papers.append(paper)
             continue
