@@ -99,13 +99,15 @@ def test_boilerplate_is_found_at_both_ends_of_long_abstracts() -> None:
     from digest.models import ParsedDump
     from digest.sources import strip_boilerplate
 
-    body = " ".join(f"word{j}" for j in range(400))  # longer than both edges together
+    def body(i: int) -> str:  # each paper's own words, longer than both edges together
+        return " ".join(f"w{i}x{j}" for j in range(400))
+
     papers = tuple(Paper(key=f"k{i}", title=f"Paper {i}",
-                         abstract=f"Journal of Cells header. Paper {i} {body} {CARD_TAIL}")
+                         abstract=f"Journal of Cells header. {body(i)} {CARD_TAIL}")
                    for i in range(5))
     dump = strip_boilerplate(ParsedDump("d.txt", "0", "text", None, None, papers))
     for i, p in enumerate(dump.papers):
-        assert p.abstract == f"Paper {i} {body}"
+        assert p.abstract == body(i)
 
 
 def test_boilerplate_stays_when_entries_are_too_few_or_differ(tmp_path: Path) -> None:
