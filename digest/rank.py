@@ -123,6 +123,7 @@ def acronym_key(word: str) -> str | None:
 
 _WORDS: dict[str, str] = {}  # raw word -> stem: most words of a batch repeat
 _ACRONYMS: dict[str, str] = {}  # raw acronym-shaped word -> its key
+_MARKS: dict[str, str] = {}  # raw word -> its acronym key, else its stem
 _WORD_CACHE_MAX = 500_000
 
 
@@ -132,10 +133,12 @@ def _word_stem(word: str) -> str:
         if len(_WORDS) >= _WORD_CACHE_MAX:
             _WORDS.clear()
             _ACRONYMS.clear()
+            _MARKS.clear()
         found = _WORDS[word] = stem(_normal(word))
         key = acronym_key(word)
         if key:
             _ACRONYMS[word] = key
+        _MARKS[word] = key or found
     return found
 
 
@@ -164,20 +167,40 @@ def analyse(text: str) -> Text:
                         if None in found else cast("list[str]", found))
     marks = None
     if not _ACRONYMS.keys().isdisjoint(words):
-        acro = _ACRONYMS.get
-        marks = tuple([acro(w) or s for w, s in zip(words, stems, strict=True)])
+        marks = tuple(map(_MARKS.__getitem__, words))
     return tuple(stems), _joined(text), marks
 
 
 def _joined(text: str) -> tuple[str, ...]:
-    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain)."""
-    if "-" not in text and "‐" not in text and "‑" not in text:
+    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain).
+
+    Found from each hyphen outwards (``str.find``), so a text costs little beyond its
+    hyphens; every compound is read once however many hyphens it has.
+    """
+    spans: list[tuple[int, int]] = []
+    for h in _HYPHENS:
+        i = text.find(h)
+        while i != -1:
+            start = i
+            while start > 0 and (text[start - 1].isalnum() or (
+                    text[start - 1] in "'’" and start > 1 and text[start - 2].isalnum())):
+                start -= 1
+            if start < i and text[start].isalnum():
+                m = _TOKEN.match(text, start)
+                if m and m.end() > i + 1:
+                    spans.append(m.span())
+                    i = text.find(h, m.end())
+                    continue
+            i = text.find(h, i + 1)
+    if not spans:
         return ()
+    spans.sort()
     found: list[str] = []
-    for chunk in text.split():
-        if "-" in chunk or "‐" in chunk or "‑" in chunk:
-            found.extend(_compound_stem(m.group()) for m in _TOKEN.finditer(chunk)
-                         if _has_hyphen(m.group()))
+    last = -1
+    for a, b in spans:
+        if a >= last:
+            found.append(_compound_stem(text[a:b]))
+            last = b
     return tuple(found)
 
 
