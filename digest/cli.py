@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .errors import ConfigError, DigestError, InputError, UsageError
-from .models import Keyword, ParsedDump, Profile, Ranked, RunReport
+from .models import Keyword, Paper, ParsedDump, Profile, Ranked, RunReport, Vote
 
 CONFIG_HELP = "Config file (default: $DIGEST_CONFIG, then ./config.toml)."
 
@@ -274,61 +274,182 @@ def _ranked_json(r: Ranked) -> dict[str, Any]:
                      "abstract": m.abstract_hits, "contribution": round(m.contribution, 4)}
                     for m in r.matches],
         "key": r.paper.key, "source": r.paper.source, "line": r.paper.line,
+        "similar": list(r.similar), "learned": r.learned,
     }
+
+
+def _interest(text: str) -> str:
+    """``--interest``: white space collapsed, bounded, printable, with some words."""
+    from .config import MAX_INTEREST  # the bound of [subscribers].interest
+
+    found = " ".join(text.split())
+    if len(found) > MAX_INTEREST:
+        raise UsageError(f"--interest: at most {MAX_INTEREST} characters, got {len(found)}")
+    if not found.isprintable():
+        raise UsageError("--interest: remove the control characters from the text")
+    if not re.search(r"\w", found):
+        raise UsageError(f"--interest {text!r}: say what you want to read in words")
+    return found
+
+
+def _rank_profile(config: Any, subscriber: str | None, keywords: tuple[str, ...],
+                  excludes: tuple[str, ...], interest: str | None) -> Profile:
+    text = _interest(interest) if interest is not None else None
+    if config is None:
+        if not keywords and text is None:
+            raise UsageError("give keywords with -k TERM (repeatable), --interest TEXT, or "
+                             "--config PATH")
+        return Profile("cli", keywords=tuple(_keyword(k) for k in keywords),
+                       exclude=tuple(_keyword(x) for x in excludes), interest=text or "")
+    if subscriber is None:
+        if len(config.subscribers) != 1:
+            names = ", ".join(p.name for p in config.subscribers) or "none"
+            raise UsageError(f"choose a subscriber with --subscriber (have: {names})")
+        profile: Profile = config.subscribers[0]
+    else:
+        profile = config.subscriber(subscriber)
+    if excludes:  # -x adds to the subscriber's own excludes
+        profile = replace(profile, exclude=profile.exclude + tuple(map(_keyword, excludes)))
+    if text is not None:  # --interest replaces the subscriber's own, for this command
+        profile = replace(profile, interest=text)
+    return profile
+
+
+def _reader_votes(config: Any, profile: Profile) -> list[Vote]:
+    """The subscriber's recorded votes, read from the store if there is one (never created)."""
+    from .store import Store
+
+    store = Store.read_only(config.store_path)
+    if store is None:
+        return []
+    try:
+        return store.votes(profile.name)
+    finally:
+        store.close()
 
 
 @cli.command("rank")
 @click.argument("dumps", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--config", "config_path", metavar="PATH", help="Take keywords from this config.")
-@click.option("--subscriber", metavar="NAME", help="Whose keywords (with --config).")
+@click.option("--config", "config_path", metavar="PATH",
+              help="Take keywords, interest and votes from this config (and its store).")
+@click.option("--subscriber", metavar="NAME",
+              help="Whose keywords, interest and votes (with --config).")
 @click.option("-k", "--keyword", "keywords", multiple=True, metavar="TERM[^WEIGHT]",
               help="A keyword or phrase of interest; repeat for more.")
 @click.option("-x", "--exclude", "excludes", multiple=True, metavar="TERM",
               help="Drop papers matching this; repeat for more.")
+@click.option("--interest", metavar="TEXT",
+              help="A sentence about what you want to read (replaces the subscriber's).")
+@click.option("--no-semantic", is_flag=True, help="Rank without the embedding model.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
 @_DATE_OPTION
 def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str | None,
-             keywords: tuple[str, ...], excludes: tuple[str, ...], as_json: bool,
-             today: Any) -> None:
-    """Rank the papers in dumps by keywords, without touching any store."""
-    from .rank import Corpus, score_all
+             keywords: tuple[str, ...], excludes: tuple[str, ...], interest: str | None,
+             no_semantic: bool, as_json: bool, today: Any) -> None:
+    """Rank the papers in dumps by keywords, interest and votes; no store is changed."""
+    from .config import RankingConfig
+    from .feedback import judged
+    from .pipeline import build_corpus, semantic_for
+    from .rank import ranking
 
     if keywords and (config_path or subscriber):
         raise UsageError("give either -k keywords or --config/--subscriber, not both")
-    if keywords:
-        profile = Profile("cli", keywords=tuple(_keyword(k) for k in keywords),
-                          exclude=tuple(_keyword(x) for x in excludes))
-    elif config_path or subscriber:
-        config = _config(config_path)
-        if subscriber is None:
-            if len(config.subscribers) != 1:
-                names = ", ".join(p.name for p in config.subscribers) or "none"
-                raise UsageError(f"choose a subscriber with --subscriber (have: {names})")
-            profile = config.subscribers[0]
-        else:
-            profile = config.subscriber(subscriber)
-        if excludes:  # -x adds to the subscriber's own excludes
-            profile = replace(profile, exclude=profile.exclude + tuple(map(_keyword, excludes)))
-    else:
-        raise UsageError("give keywords with -k TERM (repeatable) or --config PATH")
+    config = _config(config_path) if config_path or subscriber else None
+    profile = _rank_profile(config, subscriber, keywords, excludes, interest)
+    votes = _reader_votes(config, profile) if config is not None else []
     parsed, errors = _parse_all(dumps, today.date() if today else None)
-    seen: dict[str, Any] = {}
+    seen: dict[str, Paper] = {}
     for d in parsed:
         for p in d.papers:
             seen.setdefault(p.key, p)
-    results = score_all(Corpus.build(seen.values()), profile.keywords, profile.exclude)
+    is_judged = judged(votes)
+    papers = [p for p in seen.values() if not is_judged(p)]  # a judged paper is not new
+    semantic = semantic_for(config.ranking if config is not None else RankingConfig(),
+                            lambda line: click.echo(f"digest: {line}", err=True),
+                            enabled=not no_semantic)
+    try:
+        matrix = semantic.paper_vectors(papers) if semantic else None
+        queries = semantic.query_vectors([profile]) if semantic else None
+        results = ranking(build_corpus(papers, vectors=matrix), profile, votes, queries)
+    finally:
+        if semantic:
+            semantic.close()
     if as_json:
         click.echo(json.dumps([_ranked_json(r) for r in results], indent=2,
                               ensure_ascii=False))
     else:
         from .render import explain
 
-        click.echo(f"{len(results)} of {len(seen)} papers match")
+        left_out = len(seen) - len(papers)
+        click.echo(f"{len(results)} of {len(papers)} papers match"
+                   + (f" ({left_out} you already judged left out)" if left_out else ""))
         for r in results:
-            click.echo(f"{r.rank:>4}. {r.score:7.2f}  {r.paper.title}\n"
-                       f"{'':15}{explain(r)}")
+            lines = [line for line in (
+                explain(r) or ("no keyword matched: picked by the learned ranking"
+                               if r.learned else ""),
+                "similar to papers you liked: " + "; ".join(r.similar) if r.similar else "")
+                if line] or [""]
+            click.echo(f"{r.rank:>4}. {r.score:7.2f}  {r.paper.title}")
+            for line in lines:
+                click.echo(f"{'':15}{line}")
     _fail_inputs(errors)
+
+
+def _vote_json(v: Vote) -> dict[str, Any]:
+    return {"key": v.paper.key, "title": v.paper.title, "vote": "like" if v.like else "dislike",
+            "when": v.at.astimezone(UTC).isoformat(timespec="seconds") if v.at else None}
+
+
+def _vote_line(v: Vote) -> str:
+    when = f"{v.at.astimezone(UTC):%Y-%m-%d}" if v.at else "?"
+    return f"{'+' if v.like else '-'} {'like' if v.like else 'dislike':<8} {when}  " \
+           f"{v.paper.key}  {v.paper.title}"
+
+
+@cli.command("feedback")
+@click.argument("subscriber")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--like", "likes", multiple=True, metavar="KEY",
+              help="A paper the reader wants more like (its key); repeat for more.")
+@click.option("--dislike", "dislikes", multiple=True, metavar="KEY",
+              help="A paper the reader wants less like; repeat for more.")
+@click.option("--list", "show", is_flag=True, help="Show the votes recorded, newest first.")
+@click.option("--reset", is_flag=True, help="Forget every vote of this subscriber.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the votes, or a count).")
+def feedback_cmd(subscriber: str, config_path: str | None, likes: tuple[str, ...],
+                 dislikes: tuple[str, ...], show: bool, reset: bool, as_json: bool) -> None:
+    """Record a subscriber's likes and dislikes of papers (by key): they steer the ranking.
+
+    Keys come from `digest rank --json` or `digest parse --json`; the paper must have
+    been ingested. A judged paper is never offered as new again.
+    """
+    from . import feedback
+
+    if show and reset:
+        raise UsageError("give --list or --reset, not both")
+    if (show or reset) and (likes or dislikes):
+        raise UsageError(f"--{'list' if show else 'reset'} cannot go with --like/--dislike; "
+                         "record votes in a command of their own")
+    if not (show or reset or likes or dislikes):
+        raise UsageError("give --like KEY or --dislike KEY (repeatable), --list, or --reset")
+    config = _config(config_path)
+    if reset:
+        n = feedback.reset(config, subscriber)
+        if as_json:
+            click.echo(json.dumps({"subscriber": subscriber, "forgotten": n}))
+        else:
+            click.echo(f"{subscriber}: forgot {n} vote(s)")
+        return
+    votes = (feedback.votes(config, subscriber) if show
+             else feedback.record(config, subscriber, likes, dislikes))
+    if as_json:
+        click.echo(json.dumps([_vote_json(v) for v in votes], indent=2, ensure_ascii=False))
+        return
+    if show and not votes:
+        click.echo(f"{subscriber}: no votes recorded")
+    for v in votes:
+        click.echo(_vote_line(v))
 
 
 @cli.command("ingest")

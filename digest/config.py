@@ -39,10 +39,12 @@ MAX_MIN_SCORE = 1_000_000
 MAX_TIMEOUT = 3_600  # seconds
 MAX_POLL_INTERVAL = 7 * 24 * 3600  # seconds: a week
 MAX_DEPTH = 8  # arrays and tables inside a value; digest's own settings nest at most 2
+MAX_INTEREST = 2_000  # characters of a subscriber's ``interest`` (after collapsing spaces)
 # Control characters: none in any value; tab and line breaks are fine in multi-line text.
 _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
 _CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
-_MULTI_LINE = {("digest", "intro"), ("subscribers", "keywords"), ("subscribers", "exclude")}
+_MULTI_LINE = {("digest", "intro"), ("subscribers", "keywords"), ("subscribers", "exclude"),
+               ("subscribers", "interest")}
 
 
 def address_problem(value: str) -> str | None:
@@ -108,6 +110,14 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RankingConfig:
+    """``[ranking]``: whether the semantic signal is used, and which embedding model."""
+
+    semantic: bool = True  # use the semantic signal when the optional extra is installed
+    model: Path | None = None  # a folder with an ONNX sentence-embedding model + tokenizer.json
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole checked configuration."""
 
@@ -126,6 +136,7 @@ class Config:
     smtp: SmtpConfig | None = None
     sources: tuple[SourceConfig, ...] = ()
     poll_interval: float = 600.0
+    ranking: RankingConfig = RankingConfig()
 
     @property
     def store_path(self) -> Path:
@@ -333,7 +344,7 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
 _DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
                 "also_new", "templates", "timezone", "intro", "poll_interval")
 _SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed",
-                    "mail", "cadence", "timezone")
+                    "mail", "cadence", "timezone", "interest")
 _SOURCE_KEYS = ("name", "type", "url", "date", "query", "max_results", "path")
 SOURCE_TYPES = ("hf-daily", "hf-page", "arxiv", "feed", "folder")
 DEFAULT_SOURCE_URLS = {
@@ -343,7 +354,8 @@ DEFAULT_SOURCE_URLS = {
 }
 _SMTP_KEYS = ("host", "port", "security", "username", "password_env", "from", "reply_to",
               "max_per_minute", "timeout", "ca_file", "unsubscribe_mailto")
-_TOP_KEYS = ("digest", "subscribers", "smtp", "sources")
+_RANKING_KEYS = ("semantic", "model")
+_TOP_KEYS = ("digest", "subscribers", "smtp", "sources", "ranking")
 _DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
@@ -381,7 +393,20 @@ def _subscriber(check: _Checker, index: int, data: Any, names: set[str]) -> Prof
         feed=_typed(check, "subscribers", index, data, "feed", bool, True, "true or false"),
         mail=_typed(check, "subscribers", index, data, "mail", bool, True, "true or false"),
         cadence=_cadence(check, index, data), timezone=_zone(check, "subscribers", index, data),
+        interest=_interest(check, index, data),
     )
+
+
+def _interest(check: _Checker, index: int, data: dict[str, Any]) -> str:
+    """A sentence or two about what the reader wants; white space collapsed, bounded."""
+    text: str = _typed(check, "subscribers", index, data, "interest", str, "",
+                       "a string (a sentence about what you want to read)")
+    text = " ".join(text.split())
+    if len(text) > MAX_INTEREST:
+        check.add("subscribers", index, "interest", f"at most {MAX_INTEREST} characters, got "
+                  f"{len(text)}; say it in a few sentences (keywords carry the details)")
+        return ""
+    return text
 
 
 def _cadence(check: _Checker, index: int, data: dict[str, Any]) -> str:
@@ -547,6 +572,27 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
         unsubscribe_mailto=text("unsubscribe_mailto"), config_path=str(path))
 
 
+def _ranking(base: Path, check: _Checker, data: Any) -> RankingConfig:
+    if data is None:
+        return RankingConfig()
+    if not isinstance(data, dict):
+        check.add("", None, "ranking", "expected a [ranking] table")
+        return RankingConfig()
+    check.unknown("ranking", None, data, _RANKING_KEYS)
+    semantic = _typed(check, "ranking", None, data, "semantic", bool, True, "true or false")
+    model = None
+    if isinstance(data.get("model"), str) and not data["model"].strip():
+        check.add("ranking", None, "model", "is empty; remove the key to use the default model")
+    elif "model" in data:
+        found = _path(base, check, data, "model", "", table="ranking")  # a non-string: reported
+        if isinstance(data["model"], str) and not found.is_dir():
+            check.add("ranking", None, "model", f"{found} is not a folder; point it at a folder "
+                      "holding an ONNX sentence-embedding model and its tokenizer.json")
+        elif isinstance(data["model"], str):
+            model = found
+    return RankingConfig(semantic=semantic, model=model)
+
+
 def _path(base: Path, check: _Checker, data: dict[str, Any], key: str, default: str,
           table: str = "digest") -> Path:
     value: str = _typed(check, table, None, data, key, str, default, "a path (string)")
@@ -651,6 +697,7 @@ def parse_config(path: Path, text: str) -> Config:
         smtp=_smtp(base, path, check, raw.get("smtp")),
         sources=_sources(base, check, raw.get("sources", [])),
         poll_interval=_interval(check, digest),
+        ranking=_ranking(base, check, raw.get("ranking")),
         subscribers=tuple(s for s in subscribers if s is not None),
     )
     if check.problems:

@@ -10,20 +10,21 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from .config import Config, SmtpConfig
+from .config import Config, RankingConfig, SmtpConfig
 from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import TEMP_DIR, atomic_write, folder_problem, remove_stale_temps
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
-from .models import Digest, Paper, RunReport
+from .models import Digest, Paper, ParsedDump, Profile, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
 from .send import SendReport, deliver
@@ -31,7 +32,14 @@ from .sources import inbox_files, iter_dumps
 from .store import Cursor, Outgoing, Store
 from .tokens import load_secret, sign
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .embed import Embedder, VectorCache
+
 Clock = Callable[[], datetime]
+SEMANTIC_OFF = "semantic ranking is off: the extra is not installed (pip install '.[semantic]')"
+_told_semantic_off = False  # that line is said once per process (a daemon runs many times)
 
 
 def utc_now() -> datetime:
@@ -88,12 +96,133 @@ class MailContext:
                         wire_bytes(msg))
 
 
+@dataclass(slots=True)
+class Semantic:
+    """The embedding model of one run (or one ``digest rank``) and the vector cache.
+
+    ``computed`` counts texts the model embedded (cache misses); ``asked`` counts paper
+    texts that had no vector in the store and went to the cache or the model.
+    """
+
+    embedder: Embedder
+    cache: VectorCache
+    computed: int = 0
+    asked: int = 0
+    _queries: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        """The model id vectors are stored under."""
+        return self.embedder.id
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Unit rows, one per text, through the cache."""
+        from .embed import embed_texts
+
+        matrix, computed = embed_texts(self.embedder, list(texts), cache=self.cache,
+                                       progress=progress)
+        self.computed += computed
+        return matrix
+
+    def paper_vectors(self, papers: Sequence[Paper]) -> np.ndarray:
+        """Row i = the embedding of papers[i] (``digest rank``: no store, the cache only)."""
+        from .embed import paper_text
+
+        self.asked += len(papers)
+        return self.embed([paper_text(p) for p in papers], progress=True)
+
+    def query_vectors(self, profiles: Iterable[Profile]) -> dict[str, np.ndarray]:
+        """Each of the profiles' ``query_texts`` -> its embedding; each text embedded once."""
+        from .rank import query_texts
+
+        wanted = [t for t in dict.fromkeys(t for p in profiles for t in query_texts(p))
+                  if t not in self._queries]
+        if wanted:
+            self._queries.update(zip(wanted, self.embed(wanted), strict=True))
+        return self._queries
+
+    def dump_blobs(self, store: Store, dump: ParsedDump) -> tuple[str, dict[str, bytes]]:
+        """(model id, {key: blob}) for the dump's papers the store has no vector of yet.
+
+        Called before the dump's transaction; the blobs go in with the papers.
+        """
+        from .embed import paper_text, to_blob
+
+        have = store.vectors(self.model, (p.key for p in dump.papers))
+        missing = list({p.key: p for p in dump.papers if p.key not in have}.values())
+        if not missing:
+            return self.model, {}
+        self.asked += len(missing)
+        matrix = self.embed([paper_text(p) for p in missing], progress=True)
+        return self.model, {p.key: to_blob(v) for p, v in zip(missing, matrix, strict=True)}
+
+    def stored(self, store: Store, papers: Sequence[Paper]) -> np.ndarray | None:
+        """The batch's vectors from the store (row i = papers[i]); None if any is missing."""
+        import numpy as np
+
+        from .embed import from_blob
+
+        blobs = store.vectors(self.model, (p.key for p in papers))
+        if len(blobs) < len({p.key for p in papers}):
+            return None
+        dim = self.embedder.dim
+        return np.stack([from_blob(blobs[p.key], dim) for p in papers]) if papers else \
+            np.zeros((0, dim), dtype=np.float32)
+
+    def close(self) -> None:
+        """Close the vector cache."""
+        self.cache.close()
+
+
+def semantic_for(ranking: RankingConfig, note: Callable[[str], None], *,
+                 enabled: bool = True) -> Semantic | None:
+    """The semantic signal as ``[ranking]`` asks for it, or None when it is off.
+
+    With the optional extra missing, ``note`` hears ``SEMANTIC_OFF`` (once per process).
+    A model that cannot be loaded is a ConfigError.
+    """
+    global _told_semantic_off
+    if not (enabled and ranking.semantic):
+        return None
+    from . import embed
+
+    # A model folder of one's own needs only the runtime; the default one, its package too.
+    if not (embed.available() if ranking.model is None else _runtime_installed()):
+        if not _told_semantic_off:
+            _told_semantic_off = True
+            note(SEMANTIC_OFF)
+        return None
+    embedder = embed.load(ranking.model)
+    return Semantic(embedder, embed.VectorCache(embed.default_cache_path()))
+
+
+def _runtime_installed() -> bool:
+    """onnxruntime and tokenizers can be imported (without importing them now)."""
+    import importlib.util
+
+    for name in ("onnxruntime", "tokenizers"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # a blocked or broken module
+            return False
+    return True
+
+
+def build_corpus(papers: Sequence[Paper], only: Iterable[str] | None = None,
+                 vectors: np.ndarray | None = None) -> Corpus:
+    """The one place a Corpus is built (row i of ``vectors`` = papers[i]'s embedding)."""
+    return Corpus.build(papers, only, vectors=vectors)
+
+
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
            kind: str = "run", subscribers: Sequence[str] = (),
-           zone: tzinfo | None = None) -> None:
+           zone: tzinfo | None = None, semantic: Semantic | None = None) -> None:
     """Ingest each dump not seen before (by content), one transaction per dump.
 
-    A file that is not a dump is reported and skipped; the others still go in.
+    A file that is not a dump is reported and skipped; the others still go in. With
+    ``semantic``, the embeddings of its papers not embedded before are computed first and
+    stored in the dump's transaction.
     """
     run_id: int | None = None
     for item in iter_dumps((p for p in paths if not store.known_file(p)), zone):
@@ -106,8 +235,9 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
         if previous is not None:
             report.dumps_duplicate.append((item.path, previous.name))
             continue
+        blobs = semantic.dump_blobs(store, item) if semantic else None
         try:
-            result = store.ingest(item, run_id, kind, now(), subscribers)
+            result = store.ingest(item, run_id, kind, now(), subscribers, vectors=blobs)
         except InputError as exc:
             report.reject(str(exc))
             continue
@@ -121,16 +251,21 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
 def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  only: str | None = None, persist: bool = True,
                  mail: MailContext | None = None,
-                 due: Mapping[str, datetime | None] | None = None) -> list[Rendered]:
+                 due: Mapping[str, datetime | None] | None = None,
+                 semantic: Semantic | None = None,
+                 warn: Callable[[str], None] | None = None) -> list[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one).
 
     A subscriber the store has not registered yet gets none: registration happens with
     the first ingest that follows, so they start with the papers of their first run.
+    Papers the subscriber already voted on are left out (their votes still train).
     """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
-    # Subscribers at the same cursor share one analysed batch.
-    corpora: dict[int, tuple[list[Paper], Corpus, datetime | None]] = {}
+    stems = stems_of(config.subscribers)
+    warn = _once(warn)
+    # Subscribers at the same cursor (and with no votes on its papers) share one batch.
+    batches: dict[int, Batch] = {}
     out: list[Rendered] = []
     for profile in config.subscribers:
         if (only is not None and profile.name != only) or (due is not None and
@@ -139,20 +274,24 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         cursor = store.cursor(profile.name)
         if cursor is None or cursor.run >= upto:
             continue
-        if cursor.run not in corpora:
+        if cursor.run not in batches:
             papers = store.papers_after(cursor.run, upto)
-            first = min((p.first_seen for p in papers if p.first_seen), default=None)
-            corpora[cursor.run] = (papers, Corpus.build(papers, stems_of(config.subscribers)),
-                                   first)
-        papers, corpus, first = corpora[cursor.run]
+            batches[cursor.run] = Batch(papers, min(
+                (p.first_seen for p in papers if p.first_seen), default=None))
+        batch = batches[cursor.run]
+        votes = store.votes(profile.name)
+        judged = {v.paper.key for v in votes}
+        papers = [p for p in batch.papers if p.key not in judged]
         if not papers:
             continue
-        items, rest = rank(corpus, profile)
+        corpus, queries = batch.corpus(papers, stems, store, semantic, warn,
+                                       config.subscribers)
+        items, rest = rank(corpus, profile, votes, queries)
         generated = now().astimezone(zone)
         digest = Digest(
             title=config.title, profile=profile, number=cursor.last_issue + 1,
             generated_at=generated,
-            covers_from=(cursor.last_digest_at or first or generated).astimezone(zone)
+            covers_from=(cursor.last_digest_at or batch.first or generated).astimezone(zone)
             if cursor.last_issue else None,
             covers_to=generated, new_count=len(papers), items=tuple(items),
             others=tuple(rest[: config.also_new]), others_total=len(rest),
@@ -167,6 +306,44 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             rendered = _publish_digest(store, config, cursor, upto, rendered, slot)
         out.append(rendered)
     return out
+
+
+def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """``warn``, saying each message at most once."""
+    if warn is None:
+        return None
+    said: set[str] = set()
+
+    def say(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            warn(message)
+    return say
+
+
+@dataclass(slots=True)
+class Batch:
+    """The papers of runs after one cursor, analysed once per set of papers ranked."""
+
+    papers: list[Paper]
+    first: datetime | None
+    _corpora: dict[tuple[str, ...], Corpus] = field(default_factory=dict)
+
+    def corpus(self, papers: list[Paper], stems: set[str], store: Store,
+               semantic: Semantic | None, warn: Callable[[str], None] | None,
+               profiles: Sequence[Profile]) -> tuple[Corpus, Mapping[str, np.ndarray] | None]:
+        """The Corpus of ``papers`` (this batch, maybe less the reader's judged papers), with
+        their stored vectors when every one has some, and the query vectors."""
+        key = tuple(p.key for p in papers)
+        found = self._corpora.get(key)
+        if found is None:
+            matrix = semantic.stored(store, papers) if semantic else None
+            if semantic and matrix is None and warn:
+                warn(f"{store.path}: warning: some new papers have no stored embedding for "
+                     f"{semantic.model} (ingested while semantic ranking was off); this "
+                     "digest is ranked without the semantic signal")
+            found = self._corpora[key] = build_corpus(papers, stems, matrix)
+        return found, semantic.query_vectors(profiles) if semantic else None
 
 
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
@@ -224,12 +401,13 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report: RunReport | None = None, send: bool = True,
         progress: Callable[[str], None] | None = None,
         due: Mapping[str, datetime | None] | None = None,
-        wait: bool = False) -> RunReport:
+        wait: bool = False, semantic: Semantic | None = None) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail.
 
     With ``due`` (name -> cadence slot) only those subscribers get a digest now, and each
     slot is marked done in the transaction that records the digest; the others' new papers
-    wait for their own slot. ``wait`` queues behind another run.
+    wait for their own slot. ``wait`` queues behind another run. ``semantic`` is a model
+    loaded already (a daemon's, kept across runs); by default ``[ranking]`` says.
     """
     report = report or RunReport()
     if config.smtp is not None:
@@ -240,22 +418,27 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
     renderer = Renderer(config.templates)
     renderer.check()  # a broken template is reported before anything is ingested
     with exclusive(config.data_dir, "run", wait=wait):
-        _run_locked(config, renderer, now, extra, report, send, progress, due)
+        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
-                due: Mapping[str, datetime | None] | None) -> None:
+                due: Mapping[str, datetime | None] | None,
+                semantic: Semantic | None) -> None:
     check_output_folders(config)  # before anything is recorded: nothing half-published
     remove_leftovers(config, report)
+    own = semantic is None
+    semantic = semantic or semantic_for(config.ranking, _note(report))
     store = Store.open(config.store_path)
     try:
         ingest(store, [*inbox_files(config.inbox), *extra], report, now,
-               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
+               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
+               semantic=semantic)
         checkpoint("run:after-ingest")
         mail = MailContext.of(config, store)
-        for rendered in make_digests(store, config, renderer, now, mail=mail, due=due):
+        for rendered in make_digests(store, config, renderer, now, mail=mail, due=due,
+                                     semantic=semantic, warn=report.warn):
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
@@ -269,6 +452,12 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
                                       progress=progress)
     finally:
         store.close()
+        if semantic is not None and own:
+            semantic.close()
+
+
+def _note(report: RunReport) -> Callable[[str], None]:
+    return lambda line: report.warn(f"digest: {line}")
 
 
 def output_folders(config: Config) -> list[tuple[str, Path]]:
@@ -364,13 +553,17 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     report = report or RunReport()
     renderer = Renderer(config.templates)
     renderer.check()
+    semantic = semantic_for(config.ranking, _note(report))
     store = Store.snapshot(config.store_path)
-    try:
+    try:  # vectors go in the in-memory copy only (and the vector cache)
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
-               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone))
+               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
+               semantic=semantic)
         mail = MailContext.of(config, store, create_secret=False)
         rendered = make_digests(store, config, renderer, now, only=subscriber, persist=False,
-                                mail=mail)
+                                mail=mail, semantic=semantic, warn=report.warn)
     finally:
         store.close()
+        if semantic is not None:
+            semantic.close()
     return report, rendered

@@ -138,4 +138,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN uncertain_since TEXT;
     ALTER TABLE outbox ADD COLUMN failed_at TEXT;
     """,
+    # 5: readers' votes (they train their ranking) and paper embeddings per model
+    """
+    CREATE TABLE feedback (
+        subscriber TEXT NOT NULL,
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        vote INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+        at TEXT NOT NULL,
+        PRIMARY KEY (subscriber, paper_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE vectors (
+        paper_id INTEGER NOT NULL REFERENCES papers(id),
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (paper_id, model)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -15,16 +15,17 @@ import json
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
-from .errors import InputError, StoreError
+from .errors import InputError, StoreError, UsageError
 from .faults import checkpoint
-from .identity import normalise_title
-from .models import Match, Paper, ParsedDump, Ranked
+from .identity import normalise_arxiv_id, normalise_title
+from .models import Match, Paper, ParsedDump, Ranked, Vote
 from .schema import MIGRATIONS
 
 _PAPER_COLUMNS = (
@@ -125,6 +126,14 @@ def _date_or_none(value: object) -> date | None:
         return None
 
 
+_CHUNK = 500  # keys per IN (...) list: far below SQLite's limit on bound parameters
+
+
+def _chunks(items: list[str] | list[int]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
 def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
     (key, title, abstract, authors, names, published, date_raw, upvotes, links, arxiv_id, url,
      first_seen, summary, version) = tuple(row)[:_N_PAPER_COLUMNS]
@@ -195,19 +204,62 @@ class Store:
         store._migrate()
         return store
 
+    @classmethod
+    def read_only(cls, path: Path) -> Store | None:
+        """The store at ``path`` for reading only, or None when there is no store file.
+
+        Nothing is created or migrated on disk (the connection only reads; opened for
+        writing where it may be, so SQLite tidies its -wal/-shm files away on close). A
+        store of an older schema is read through an in-memory copy, migrated there.
+        """
+        if not path.is_file():
+            return None
+        uri = path.resolve().as_uri()
+        try:
+            try:
+                conn = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None,
+                                       timeout=30.0)
+            except sqlite3.OperationalError:  # a file we may not write: read it as it is
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                                       timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot read the store: {exc}") from None
+        store = cls(conn, str(path))
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            current = store._version() == len(MIGRATIONS)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{path}: cannot read the store: {exc}") from None
+        except StoreError:
+            conn.close()
+            raise
+        if current:
+            return store
+        conn.close()
+        return cls.snapshot(path)
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
 
-    def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+    def _version(self) -> int:
+        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"{self.path}: the store has schema version {version}, newer than this digest "
                 f"understands ({len(MIGRATIONS)}); upgrade digest"
             )
-        for number in range(version, len(MIGRATIONS)):
+        return version
+
+    def _migrate(self) -> None:
+        while self._version() < len(MIGRATIONS):
             with self.transaction():
+                # Read again under the write lock: another process (a run beside a
+                # ``digest feedback``) may have migrated meanwhile.
+                number = self._version()
+                if number >= len(MIGRATIONS):
+                    break
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
@@ -254,22 +306,25 @@ class Store:
             (str(path.resolve()), st.st_size, st.st_mtime_ns)).fetchone() is not None
 
     def ingest(self, dump: ParsedDump, run_id: int | None, kind: str, now: datetime,
-               subscribers: Sequence[str] = ()) -> IngestResult:
+               subscribers: Sequence[str] = (),
+               vectors: tuple[str, Mapping[str, bytes]] | None = None) -> IngestResult:
         """Add one parsed dump in one transaction; return the keys it saw first.
 
         With ``run_id`` None the run is started in the same transaction ('run' runs feed
         digests; 'backfill' runs only mark papers as seen), and any of ``subscribers``
         not met before is registered in it to start with this run's papers: a crash
-        between ingest and digests cannot make a new subscriber miss them.
+        between ingest and digests cannot make a new subscriber miss them. ``vectors``
+        (model id, {paper key in the dump: embedding blob}) go in the same transaction.
         """
         try:
-            return self._ingest(dump, run_id, kind, now, subscribers)
+            return self._ingest(dump, run_id, kind, now, subscribers, vectors)
         except OverflowError as exc:  # a number SQLite cannot hold: the dump is at fault
             raise InputError(dump.path, f"cannot store a value from this dump ({exc}); "
                                         "fix or remove the file") from None
 
     def _ingest(self, dump: ParsedDump, run_id: int | None, kind: str, now: datetime,
-                subscribers: Sequence[str]) -> IngestResult:
+                subscribers: Sequence[str],
+                vectors: tuple[str, Mapping[str, bytes]] | None) -> IngestResult:
         new_keys: list[str] = []
         name = Path(dump.path).name
         with self.transaction() as conn:
@@ -301,6 +356,9 @@ class Store:
                 paper_id, is_new = self._upsert_paper(paper, run_id, dump_id, now)
                 if is_new:
                     new_keys.append(paper.key)
+                if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
+                    conn.execute("INSERT OR IGNORE INTO vectors (paper_id, model, vector)"
+                                 " VALUES (?, ?, ?)", (paper_id, vectors[0], blob))
                 conn.execute(
                     "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
                     " version) VALUES (?, ?, ?, ?, ?, ?)",
@@ -467,6 +525,112 @@ class Store:
             matches = tuple(Match(*m) for m in json.loads(matches_json))
             items.append(Ranked(_paper_from_row(row), float(score), matches, int(rank)))
         return items
+
+    # -- readers' votes and paper vectors ---------------------------------------------------
+    def paper_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        """The stored id of each key that names an ingested paper; unknown keys are left out.
+
+        A key is looked up as stored, then by what it says: ``arxiv:<id>`` by the arXiv
+        id, ``title:<title>`` by the normalised title (a paper first stored under the other
+        kind of key is the same paper, as at ingest).
+        """
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, int] = {}
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" for _ in chunk)
+            found.update((str(k), int(i)) for k, i in self.conn.execute(
+                f"SELECT key, id FROM papers WHERE key IN ({marks})", chunk))
+        for key in wanted:
+            if key in found:
+                continue
+            kind, _, value = key.partition(":")
+            row = None
+            if kind == "arxiv" and (arxiv := normalise_arxiv_id(value)):
+                row = self.conn.execute("SELECT id FROM papers WHERE arxiv_id = ?",
+                                        (arxiv,)).fetchone()
+            elif kind == "title" and value.strip():
+                row = self.conn.execute("SELECT id FROM papers WHERE title_norm = ? ORDER BY id"
+                                        " LIMIT 1", (normalise_title(value),)).fetchone()
+            if row is not None:
+                found[key] = int(row[0])
+        return found
+
+    def record_votes(self, subscriber: str, votes: Sequence[tuple[str, bool]],
+                     at: datetime) -> list[Vote]:
+        """Record a reader's votes ((paper key, like), last word per paper wins): one
+        transaction. The same vote again changes nothing (its time stays); a different one
+        replaces it. An unknown key is a UsageError naming it, and nothing is recorded.
+        """
+        with self.transaction() as conn:
+            ids = self.paper_ids(k for k, _ in votes)
+            unknown = [k for k, _ in votes if k not in ids]
+            if unknown:
+                raise UsageError(
+                    f"{self.path}: no ingested paper has the key "
+                    + ", ".join(repr(k) for k in dict.fromkeys(unknown))
+                    + "; nothing was recorded. Keys are printed by `digest parse --json` and "
+                    "`digest rank --json` (and `digest feedback --list`); the paper must have "
+                    "been ingested by `digest run` or `digest ingest` first")
+            chosen = {ids[k]: like for k, like in votes}
+            conn.executemany(
+                "INSERT INTO feedback (subscriber, paper_id, vote, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (subscriber, paper_id) DO UPDATE SET vote = excluded.vote,"
+                " at = CASE WHEN vote = excluded.vote THEN at ELSE excluded.at END",
+                [(subscriber, pid, 1 if like else -1, _ts(at)) for pid, like in chosen.items()])
+            got = dict(self._votes(subscriber, list(chosen)))
+        return [got[pid] for pid in chosen if pid in got]
+
+    def votes(self, subscriber: str) -> list[Vote]:
+        """A reader's votes, newest first, each with its paper as stored."""
+        return [v for _, v in self._votes(subscriber, None)]
+
+    def _votes(self, subscriber: str,
+               paper_ids: list[int] | None) -> list[tuple[int, Vote]]:
+        """(paper id, vote) of a reader's votes (on these papers only, when given)."""
+        found: list[tuple[int, Vote]] = []
+        for chunk in [None] if paper_ids is None else _chunks(paper_ids):
+            only = "" if chunk is None else f" AND f.paper_id IN ({', '.join('?' * len(chunk))})"
+            rows = self.conn.execute(
+                f"SELECT {_PAPER_COLUMNS}, f.vote, f.at, f.paper_id FROM feedback f"
+                f" JOIN papers p ON p.id = f.paper_id WHERE f.subscriber = ?{only}"
+                " ORDER BY f.at DESC, f.paper_id DESC", [subscriber, *(chunk or ())])
+            for row in rows:
+                vote, at, paper_id = row[_N_PAPER_COLUMNS:]
+                found.append((int(paper_id), Vote(_paper_from_row(row), int(vote) > 0,
+                                                  _parse_ts(str(at)))))
+        return found
+
+    def reset_votes(self, subscriber: str) -> int:
+        """Forget every vote of a reader; return how many there were."""
+        with self.transaction() as conn:
+            return int(conn.execute("DELETE FROM feedback WHERE subscriber = ?",
+                                    (subscriber,)).rowcount)
+
+    def judged(self, subscriber: str) -> set[str]:
+        """The keys of every paper the reader voted on."""
+        rows = self.conn.execute("SELECT p.key FROM feedback f JOIN papers p ON p.id ="
+                                 " f.paper_id WHERE f.subscriber = ?", (subscriber,))
+        return {str(r[0]) for r in rows}
+
+    def vectors(self, model: str, keys: Iterable[str]) -> dict[str, bytes]:
+        """The stored embeddings (blobs) of these papers for ``model``; only those present."""
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            marks = ", ".join("?" for _ in chunk)
+            found.update((str(k), bytes(v)) for k, v in self.conn.execute(
+                "SELECT p.key, v.vector FROM papers p JOIN vectors v ON v.paper_id = p.id"
+                f" AND v.model = ? WHERE p.key IN ({marks})", [model, *chunk]))
+        return found
+
+    def put_vectors(self, model: str, blobs: Mapping[str, bytes]) -> int:
+        """Store embeddings of ingested papers for ``model`` (by key; one transaction); a
+        paper that has one keeps it. Returns how many were added."""
+        with self.transaction() as conn:
+            ids = self.paper_ids(blobs)
+            cur = conn.executemany("INSERT OR IGNORE INTO vectors (paper_id, model, vector)"
+                                   " VALUES (?, ?, ?)",
+                                   [(ids[k], model, b) for k, b in blobs.items() if k in ids])
+            return int(cur.rowcount)
 
     # -- the outbox ------------------------------------------------------------------------
     _DELIVERY = ("SELECT o.id, o.subscriber, i.number, o.recipient, o.message_id, o.subject,"

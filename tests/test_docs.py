@@ -7,7 +7,13 @@ import re
 from conftest import ROOT
 
 from digest.cli import cli
-from digest.config import _DIGEST_KEYS, _SMTP_KEYS, _SOURCE_KEYS, _SUBSCRIBER_KEYS
+from digest.config import (
+    _DIGEST_KEYS,
+    _RANKING_KEYS,
+    _SMTP_KEYS,
+    _SOURCE_KEYS,
+    _SUBSCRIBER_KEYS,
+)
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -31,7 +37,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_every_command_and_config_key_is_documented() -> None:
     for name in cli.commands:
         assert f"`digest {name}" in README, name
-    for key in (*_DIGEST_KEYS, *_SUBSCRIBER_KEYS, *_SMTP_KEYS, *_SOURCE_KEYS):
+    for key in (*_DIGEST_KEYS, *_SUBSCRIBER_KEYS, *_SMTP_KEYS, *_SOURCE_KEYS, *_RANKING_KEYS):
         assert f"| `{key}` |" in README, key
 
 

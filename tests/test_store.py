@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import DUMP_DAY, Clock
 
-from digest.errors import StoreError
+from digest.errors import StoreError, UsageError
 from digest.faults import InjectedFault
 from digest.models import Paper, ParsedDump
 from digest.schema import MIGRATIONS
@@ -152,3 +152,88 @@ def test_a_title_seen_first_with_an_arxiv_id_is_the_same_paper(tmp_path: Path,
         news.append(len(store.ingest(dump, None, "run", clock()).new_keys))
     assert news == [1, 0, 1]
     store.close()
+
+
+def _paper(n: int) -> Paper:
+    return Paper(key=f"arxiv:2612.{n:05d}", title=f"Paper {n}", abstract="x",
+                 arxiv_id=f"2612.{n:05d}")
+
+
+def test_migration_5_upgrades_a_store_of_the_previous_schema(
+        tmp_path: Path, shared_dumps: list[Path], clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest.store
+
+    path = tmp_path / "s.db"
+    monkeypatch.setattr(digest.store, "MIGRATIONS", MIGRATIONS[:4])  # the schema before 5
+    old = Store.open(path)
+    for dump in shared_dumps[:2]:
+        old.ingest(read_dump(dump, today=DUMP_DAY), None, "run", clock(), ["ana"])
+    old.close()
+    before = counts(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'feedback'"
+                        ).fetchone()[0] == 0
+    keys = [r[0] for r in conn.execute("SELECT key FROM papers ORDER BY id LIMIT 2")]
+    conn.close()
+    monkeypatch.setattr(digest.store, "MIGRATIONS", MIGRATIONS)
+    # A read-only look at the old store migrates nothing on disk.
+    ro = Store.read_only(path)
+    assert ro is not None and ro.votes("ana") == []
+    ro.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
+    store = Store.open(path)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 5
+    assert counts(path) == before and before["papers"] == 116
+    assert store.integrity_ok()
+    (vote,) = store.record_votes("ana", [(keys[0], True)], clock())
+    assert vote.paper.key == keys[0] and vote.like
+    assert store.put_vectors("m", {keys[1]: b"\x00" * 8}) == 1
+    assert store.vectors("m", keys) == {keys[1]: b"\x00" * 8}
+    store.close()
+
+
+def test_votes_are_one_transaction_and_an_unknown_key_records_none(tmp_path: Path,
+                                                                   clock: Clock) -> None:
+    store = Store.open(tmp_path / "s.db")
+    store.ingest(ParsedDump("d.json", "h", "x", None, None, (_paper(1), _paper(2))), None,
+                 "run", clock())
+    with pytest.raises(UsageError, match=r"'arxiv:2612\.00009'.*digest parse --json"):
+        store.record_votes("ana", [(_paper(1).key, True), ("arxiv:2612.00009", False)],
+                           clock())
+    assert store.votes("ana") == [] and not store.conn.in_transaction
+    got = store.record_votes("ana", [(_paper(1).key, True), (_paper(2).key, True),
+                                     (_paper(1).key, False)], clock())
+    assert [(v.paper.key, v.like) for v in got] == [(_paper(1).key, False),
+                                                    (_paper(2).key, True)]
+    assert store.judged("ana") == {_paper(1).key, _paper(2).key}
+    assert store.judged("bob") == set()
+    assert store.reset_votes("ana") == 2 and store.votes("ana") == []
+    store.close()
+
+
+def test_vectors_go_in_with_the_dump_or_not_at_all(tmp_path: Path, clock: Clock,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.db"
+    store = Store.open(path)
+    papers = tuple(_paper(n) for n in range(4))
+    blobs = {p.key: bytes([n]) * 8 for n, p in enumerate(papers)}
+    monkeypatch.setenv("DIGEST_FAULT", "ingest:mid")
+    with pytest.raises(InjectedFault):
+        store.ingest(ParsedDump("d.json", "h", "x", None, None, papers), None, "run", clock(),
+                     vectors=("m", blobs))
+    assert store.conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == 0
+    monkeypatch.delenv("DIGEST_FAULT")
+    store.ingest(ParsedDump("d.json", "h", "x", None, None, papers), None, "run", clock(),
+                 vectors=("m", blobs))
+    assert store.vectors("m", [p.key for p in papers] + ["arxiv:2612.09999"]) == blobs
+    assert store.vectors("other-model", blobs) == {}
+    assert store.put_vectors("m", {papers[0].key: b"new"}) == 0  # kept, not replaced
+    assert store.vectors("m", [papers[0].key])[papers[0].key] == blobs[papers[0].key]
+    store.close()
+
+
+def test_read_only_never_creates_a_store(tmp_path: Path) -> None:
+    assert Store.read_only(tmp_path / "none.db") is None
+    assert list(tmp_path.iterdir()) == []
