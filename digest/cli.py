@@ -351,7 +351,7 @@ def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str |
     from .config import RankingConfig
     from .feedback import judged
     from .pipeline import build_corpus, semantic_for
-    from .rank import ranking
+    from .rank import ranking, stems_of
 
     if keywords and (config_path or subscriber):
         raise UsageError("give either -k keywords or --config/--subscriber, not both")
@@ -371,25 +371,22 @@ def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str |
     try:
         matrix = semantic.paper_vectors(papers) if semantic else None
         queries = semantic.query_vectors([profile]) if semantic else None
-        results = ranking(build_corpus(papers, vectors=matrix), profile, votes, queries)
+        corpus = build_corpus(papers, stems_of([profile]), vectors=matrix)
+        results = ranking(corpus, profile, votes, queries)
     finally:
         if semantic:
             semantic.close()
-    if as_json:
-        click.echo(json.dumps([_ranked_json(r) for r in results], indent=2,
-                              ensure_ascii=False))
+    if as_json:  # one entry per line: the C encoder, not indent's pure-Python one
+        click.echo("[\n" + ",\n".join(json.dumps(_ranked_json(r), ensure_ascii=False)
+                                       for r in results) + "\n]" if results else "[]")
     else:
-        from .render import explain
+        from .render import explain, learned_note
 
         left_out = len(seen) - len(papers)
         click.echo(f"{len(results)} of {len(papers)} papers match"
                    + (f" ({left_out} you already judged left out)" if left_out else ""))
         for r in results:
-            lines = [line for line in (
-                explain(r) or ("no keyword matched: picked by the learned ranking"
-                               if r.learned else ""),
-                "similar to papers you liked: " + "; ".join(r.similar) if r.similar else "")
-                if line] or [""]
+            lines = [line for line in (explain(r), learned_note(r)) if line] or [""]
             click.echo(f"{r.rank:>4}. {r.score:7.2f}  {r.paper.title}")
             for line in lines:
                 click.echo(f"{'':15}{line}")

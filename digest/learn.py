@@ -1,4 +1,4 @@
-"""The self-trained part of ranking (pure: no I/O): tf-idf features and a linear SVM.
+"""The self-trained part of ranking (pure: no I/O): tf-idf features and a linear classifier.
 
 This is arxiv-sanity's method with its tags replaced by pseudo-labels: the top of a
 reader's keyword ranking are the positives, the rest of the batch the negatives, and the
@@ -7,9 +7,11 @@ by every reader; only the classifier is per reader.
 
 Features are word uni- and bigrams of the analysed stems (stop words dropped first, the
 title counted twice), sublinear tf, smoothed idf, rows L2-normalised, the ``MAX_FEATURES``
-most frequent kept (each in at least two papers). The classifier is an L2-regularised
-squared-hinge linear SVM with balanced class weights, solved exactly by dual coordinate
-descent (LIBLINEAR's algorithm), with a bias feature.
+most frequent kept (each in at least two papers). Two classifiers: ``centroid`` (the
+default: the balanced class-mean difference, which is what an L2-regularised linear SVM
+tends to as its regularisation grows) and ``train`` (the exact squared-hinge SVM with
+balanced class weights, solved by dual coordinate descent as LIBLINEAR does, for
+comparison in ``bench/rank_quality.py``).
 """
 
 from __future__ import annotations

@@ -11,16 +11,20 @@ votes. Four signals are summed as z-scores over the batch, with equal weights:
   words of the interest sentence are low-weight extra terms; a paper matched only by a
   phrase's single words always ranks below every paper matching a keyword whole.
 - **coordination**: log(1 + number of keywords matched whole).
-- **self-trained** (``learn.py``): a linear SVM on tf-idf features, trained on the
-  lexical top ``POSITIVES`` as positives and the rest of the batch as negatives, plus
-  the reader's liked (positive) and disliked (negative) papers.
-- **semantic** (when paper vectors are given): the cosine of each paper to every keyword,
-  to the interest sentence and to its clauses.
+- **self-trained** (``learn.py``): a linear classifier on tf-idf features, trained on the
+  lexical top ``POSITIVES`` as positives and the rest of the batch as negatives, plus the
+  reader's liked (positive) and disliked (negative) papers. It is the balanced centroid
+  classifier, the limit of a strongly regularised linear SVM; ``EXACT_SVM`` swaps in the
+  exact SVM, which ranked no better on the label set and costs far more per reader.
+- **semantic** (when paper vectors are given): the cosines of each paper to every keyword
+  (mean and max), to the interest sentence and to its clauses, as one z-scored signal.
 
-The sum then trains the classifier once more, and that second classifier replaces the
-first in the final sum. Papers matching an ``exclude`` keyword are dropped. A paper is
-offered to the reader when it matches lexically or the final classifier puts it on the
-positive side. Ties break by upvotes, then title, then key.
+The sum then trains the classifier once more, on its own top, and that second
+classifier's z-score is added too. Papers matching an ``exclude`` keyword are dropped.
+A paper is offered to the reader when it matches lexically, or when the classifier puts it
+on the positive side and it beats a paper that matches a keyword whole. A paper matched
+only by some words of phrases stays below every paper matching a keyword whole.
+Ties break by upvotes, then title, then key.
 """
 
 from __future__ import annotations
@@ -631,12 +635,11 @@ def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     extra, labels = _vote_rows(corpus, votes)
     trained = False
     if n >= 4 and (lex.matched.any() or labels):
-        base = np.sum(signals, axis=0)
         first = np.sum([*signals, _z(_learned(corpus, lex.score, lex.matched & allowed,
                                               extra, labels))], axis=0)
         positives = lex.matched & allowed if dense is None else allowed
         decision = _learned(corpus, first, positives, extra, labels)
-        signals_final = base + _z(decision)
+        signals_final = first + _z(decision)
         trained = bool(decision.any())
     else:
         signals_final = np.sum(signals, axis=0)

@@ -31,7 +31,7 @@ from markupsafe import Markup, escape
 from .errors import ConfigError
 from .identity import http_url, strip_xml_illegal
 from .models import Digest, Keyword, Ranked
-from .rank import highlight_spans
+from .rank import INTEREST, highlight_spans
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -151,7 +151,10 @@ def fmt_date(value: date | datetime | None) -> str:
 
 
 def explain(item: Ranked) -> str:
-    """Why a paper matched: `CLIP (title 1, abstract 3), "graph" of graph networks (abstract 2)`."""
+    """Why a paper matched: `CLIP (title 1, abstract 3), "graph" of graph networks (abstract 2)`.
+
+    Words of the interest sentence read `"pairs" of your interest (abstract 2)`.
+    """
     whole = {m.term for m in item.matches if m.via is None}
     parts = []
     for m in item.matches:
@@ -159,13 +162,25 @@ def explain(item: Ranked) -> str:
             continue  # the phrase matched as a whole: its single words add nothing to say
         where = [f"{field} {n}" for field, n in (("title", m.title_hits),
                                                  ("abstract", m.abstract_hits)) if n]
-        name = f'"{m.term}" of {m.via}' if m.via else m.term
+        via = "your interest" if m.via == INTEREST else m.via
+        name = f'"{m.term}" of {via}' if via else m.term
         parts.append(f"{name} ({', '.join(where)})")
     return ", ".join(parts)
 
 
+def learned_note(item: Ranked) -> str:
+    """What the learned signals add: the liked papers a pick is like, or why it is in."""
+    notes = []
+    if item.similar:
+        notes.append("similar to papers you liked: " + "; ".join(item.similar))
+    if item.learned:
+        notes.append("no keyword matched: picked for being like your best matches")
+    return "; ".join(notes)
+
+
 def _common(env: Environment) -> Environment:
-    env.globals.update(fmt_date=fmt_date, explain=explain, safe_url=safe_url)
+    env.globals.update(fmt_date=fmt_date, explain=explain, learned_note=learned_note,
+                       safe_url=safe_url)
     env.trim_blocks = True
     env.lstrip_blocks = True
     return env

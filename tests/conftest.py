@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,19 @@ DUMP_NAMES = (
 # The day the shared dumps are taken to have been saved (their yearless dates resolve
 # against it), so that results do not depend on when the files were copied.
 DUMP_DAY = date(2026, 11, 23)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def vector_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedding cache for the whole session, never the user's own (subprocesses too)."""
+    folder = tmp_path_factory.mktemp("vector-cache")
+    before = os.environ.get("DIGEST_CACHE_DIR")
+    os.environ["DIGEST_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("DIGEST_CACHE_DIR", None)
+    else:
+        os.environ["DIGEST_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def commands() -> list[str]:
 def test_readme_opens_with_run_then_test_commands() -> None:
     run_cmd, test_cmd = commands()[:2]
     assert run_cmd.endswith("digest run") and "pip install ." in run_cmd
-    assert test_cmd.endswith("pytest") and "'.[dev]'" in test_cmd
+    assert test_cmd.endswith("pytest") and "'.[dev,semantic]'" in test_cmd
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
