@@ -106,8 +106,10 @@ def test_interest_with_keywords(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, err = cli(capsys, *args, "--interest", "hospital patients and radiology")
     assert code == 0, err
     steered = json.loads(out)
-    assert [topic_of(r["title"]) for r in steered[:5]] == ["medical"] * 5
-    assert [r["title"] for r in steered] != [r["title"] for r in plain]
+    topics = [topic_of(r["title"]) for r in steered]
+    assert topics[:3] == ["medical"] * 3 and topics[:5].count("medical") >= 4
+    before = [topic_of(r["title"]) for r in plain]
+    assert before[:5].count("medical") < topics[:5].count("medical")
 
 
 def test_interest_replaces_the_subscribers_own(tmp_path: Path,
