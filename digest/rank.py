@@ -29,6 +29,7 @@ Ties break by upvotes, then title, then key.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from array import array
@@ -527,9 +528,11 @@ class _Lexical:
     hits: list[tuple[Query, Any, Any, Any, Any]]  # per query: papers, title/abstract hits, share
 
 
-def _lexical(corpus: Corpus, profile: Profile) -> _Lexical:
+def _lexical(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = ()) -> _Lexical:
     n = len(corpus.papers)
     queries = _queries(profile)
+    if votes:  # a term that matched papers the reader disliked counts for less
+        queries = [dataclasses.replace(q, weight=q.weight * _judged(q, votes)) for q in queries]
     tw = TITLE_WEIGHT_INTEREST if profile.interest else TITLE_WEIGHT
     whole_part, word_part, interest_part = np.zeros(n), np.zeros(n), np.zeros(n)
     whole = np.zeros(n)
@@ -624,7 +627,7 @@ class Scored:
 def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
           vectors: Mapping[str, Any] | None = None) -> Scored:
     """All signals for one reader over the batch, fused."""
-    lex = _lexical(corpus, profile)
+    lex = _lexical(corpus, profile, votes)
     n = len(corpus.papers)
     allowed = ~lex.excluded
     signals = [_z(lex.score), _z(np.log1p(lex.whole))]
@@ -659,6 +662,24 @@ def score(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     if not trained and not lex.queries:
         offered = allowed
     return Scored(signals_final, lex, decision, offered)
+
+
+def _judged(q: Query, votes: Sequence[Vote]) -> float:
+    """(liked + 1) / (liked + disliked + 1) over the voted papers the query matches."""
+    liked = disliked = 0
+    for v in votes:
+        t, a = _vote_texts(v)
+        if _count(q, t) or _count(q, a):
+            if v.like:
+                liked += 1
+            else:
+                disliked += 1
+    return (liked + 1.0) / (liked + disliked + 1.0)
+
+
+@lru_cache(maxsize=4096)
+def _vote_texts(v: Vote) -> tuple[Text, Text]:
+    return analyse(v.paper.title), analyse(v.paper.abstract)
 
 
 def _vote_rows(corpus: Corpus, votes: Sequence[Vote]) -> tuple[Any, list[bool]]:

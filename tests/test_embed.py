@@ -45,7 +45,7 @@ def _shipped_files() -> tuple[Path, Path]:
 
 
 def test_shipped_model_loads_once(model: embed.Embedder) -> None:
-    assert model.id == "all-MiniLM-L6-v2-int8:8199be6f"
+    assert model.id == f"all-MiniLM-L6-v2-int8:8199be6f:{embed.MAX_TOKENS}"  # truncation too
     assert model.dim == 384
     assert embed.load() is model
 
@@ -77,7 +77,7 @@ def test_model_folder(tmp_path: Path, model: embed.Embedder) -> None:
     shutil.copy(onnx, folder / "encoder.onnx")  # the folder's only .onnx file
     shutil.copy(tokenizer, folder / "tokenizer.json")
     mine = embed.load(folder)
-    assert mine.id == "my-minilm:8199be6f" and mine.dim == 384
+    assert mine.id == f"my-minilm:8199be6f:{embed.MAX_TOKENS}" and mine.dim == 384
     assert embed.load(folder) is mine
     assert np.allclose(mine.embed(TEXTS), model.embed(TEXTS), atol=1e-6)
 
