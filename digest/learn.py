@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -112,21 +112,17 @@ class Features:
 
 def _grams(docs: Sequence[Doc], vocab: dict[str, int]) -> tuple[Ints, Ints, Floats]:
     """(paper, packed uni/bigram, weight) of every gram: stop words dropped first, title x2."""
-    ids: list[int] = []
-    owner: list[int] = []
-    part_of: list[int] = []
-    get, add = vocab.get, vocab.setdefault
-    for i, (title, abstract) in enumerate(docs):
-        for k, part in ((2 * i, title), (2 * i + 1, abstract)):
-            found = list(map(get, part))
-            got = ([add(s, len(vocab)) for s in part] if None in found
-                   else cast("list[int]", found))
-            ids.extend(got)
-            owner.extend([i] * len(got))
-            part_of.extend([k] * len(got))
-    tok = np.array(ids, dtype=np.int64)
-    own = np.array(owner, dtype=np.int64)
-    seg = np.array(part_of, dtype=np.int64)
+    parts = [part for doc in docs for part in doc]  # title 0, abstract 0, title 1, ...
+    words = list(chain.from_iterable(parts))
+    found = list(map(vocab.get, words))
+    if None in found:
+        add = vocab.setdefault
+        found = [v if v is not None else add(w, len(vocab)) for w, v in zip(words, found,
+                                                                             strict=True)]
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    tok = np.array(found, dtype=np.int64)
+    seg = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
+    own = seg // 2
     live = tok >= 0
     tok, own, seg = tok[live], own[live], seg[live]
     weight = np.where(seg % 2 == 0, 2.0, 1.0).astype(np.float32)  # the title counts twice

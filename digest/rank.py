@@ -289,13 +289,19 @@ def _pack(i: int, t: int, a: int) -> int:
     return i << 16 | min(t, _CAP) << 8 | min(a, _CAP)
 
 
-def _bag(text: Text) -> Counter[str]:
+def _bag(text: Text, wanted: frozenset[str] | None = None) -> Counter[str]:
+    """How often each stem, compound and acronym key occurs (only ``wanted`` ones if given)."""
     stems, compounds, marks = text
+    acronyms = [s for s in marks if s.startswith("^")] if marks is not None else []
+    if wanted is not None:  # keep just the stems some keyword can ask for
+        keep = wanted.__contains__
+        return Counter([*filter(keep, stems), *filter(keep, compounds),
+                        *filter(keep, acronyms)])
     bag = Counter(stems)
     if compounds:
         bag.update(compounds)
-    if marks is not None:
-        bag.update(s for s in marks if s.startswith("^"))
+    if acronyms:
+        bag.update(acronyms)
     return bag
 
 
@@ -337,11 +343,8 @@ class Corpus:
         postings: dict[str, array[int]] = {}
         wanted = None if only is None else frozenset(only)
         for i, (t, a) in enumerate(zip(titles, abstracts, strict=True)):
-            tcount, acount = _bag(t), _bag(a)
+            tcount, acount = _bag(t, wanted), _bag(a, wanted)
             base = i << 16
-            if wanted is not None:  # keep just the stems some keyword can ask for
-                acount = Counter({s: acount[s] for s in wanted.intersection(acount)})
-                tcount = Counter({s: tcount[s] for s in wanted.intersection(tcount)})
             for s, n in acount.items():
                 bucket = postings.get(s)
                 if bucket is None:
@@ -443,23 +446,30 @@ def _query(keyword: Keyword) -> Query:
 def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
     """The single words of phrases, so a paper matching some words of a phrase counts a little.
 
-    A word shared by several phrases carries their summed weight; a word that is also a
-    keyword on its own is left to that keyword.
+    A phrase's words are its space-separated parts: a hyphenated part ("image-text" of
+    "image-text retrieval") stays one compound, and a keyword that is one compound
+    ("pre-training") has no lone words. A word shared by several phrases carries their
+    summed weight; a word that is also a keyword on its own is left to that keyword.
     """
     singles = {q.seq for q in map(_query, keywords) if len(q.seq) == 1}
-    best: dict[str, Query] = {}
+    best: dict[tuple[tuple[str, ...], str | None], Query] = {}
+    if PHRASE_WORDS <= 0:
+        return []
     for kw in keywords:
-        words = [w for w in _WORD.findall(kw.term) if w.casefold() not in STOPWORDS]
-        slots = dict.fromkeys(acronym_key(w) or stem(_normal(w)) for w in words)
-        if len(_query(kw).seq) < 2 or PHRASE_WORDS <= 0:
+        parts = [p.strip(".,;:!?()[]{}\"'") for p in kw.term.split()]
+        parts = [p for p in parts if _WORD.search(p) and p.casefold() not in STOPWORDS]
+        if len(parts) < 2:
             continue
         share = kw.weight * PHRASE_WORDS
-        for w, slot in zip(words, slots, strict=False):
-            if (slot,) in singles:
+        for part in parts:
+            q = _query(Keyword(part))
+            if not q.seq or q.seq in singles:
                 continue
-            prior = best.get(slot)
-            best[slot] = Query(prior.term if prior else w, share + (prior.weight if prior else 0.0),
-                               (slot,), None, prior.via if prior else kw.term)
+            key = (q.seq, q.joined)
+            prior = best.get(key)
+            best[key] = Query(prior.term if prior else part,
+                              share + (prior.weight if prior else 0.0), q.seq, q.joined,
+                              prior.via if prior else kw.term)
     return list(best.values())
 
 

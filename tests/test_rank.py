@@ -239,3 +239,14 @@ def test_votes_train_the_readers_ranker() -> None:
     assert all("Field rainfall data" not in r.similar for r in ranked)
     # same input, same order
     assert [r.paper.title for r in rank(Corpus.build(batch[::-1]), profile, liked)[0]] == after
+
+
+def test_a_phrase_s_lone_words_keep_hyphenated_parts_whole() -> None:
+    from digest.rank import word_queries
+
+    assert word_queries([Keyword("pre-training")]) == []  # no lone "pre"
+    got = {q.term for q in word_queries([Keyword("image-text retrieval")])}
+    assert got == {"image-text", "retrieval"}
+    ranked = score_all(Corpus.build([paper("Pre-processing of soil"), *FILLER]),
+                       [Keyword("pre-training")])
+    assert "Pre-processing of soil" not in {r.paper.title for r in ranked if r.matches}

@@ -28,7 +28,7 @@ _EMPTY_OK = frozenset({"feed", "hf-daily"})
 # at least _BOILERPLATE_MIN_ENTRIES entries have one (fewer could share a phrase by chance).
 _SHINGLE = 3
 _BOILERPLATE_MIN_ENTRIES = 4
-_EDGE = 120  # boilerplate is looked for in this many words at each end of an abstract
+_EDGE = 32  # boilerplate is looked for in this many words at each end of an abstract
 
 
 def decode(path: str, raw: bytes) -> str:
