@@ -114,11 +114,9 @@ def _grams(docs: Sequence[Doc], vocab: dict[str, int]) -> tuple[Ints, Ints, Floa
     """(paper, packed uni/bigram, weight) of every gram: stop words dropped first, title x2."""
     parts = [part for doc in docs for part in doc]  # title 0, abstract 0, title 1, ...
     words = list(chain.from_iterable(parts))
-    found = list(map(vocab.get, words))
-    if None in found:
-        add = vocab.setdefault
-        found = [v if v is not None else add(w, len(vocab)) for w, v in zip(words, found,
-                                                                             strict=True)]
+    for w in dict.fromkeys(words).keys() - vocab.keys():  # new words only, each once
+        vocab[w] = len(vocab)
+    found = list(map(vocab.__getitem__, words))
     lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     tok = np.array(found, dtype=np.int64)
     seg = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)

@@ -176,37 +176,18 @@ def analyse(text: str) -> Text:
     return tuple(stems), _joined(text), marks
 
 
-def _joined(text: str) -> tuple[str, ...]:
-    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain).
+# A hyphenated compound, found in one linear pass: it starts only where a word starts (the
+# look-behinds fail at once inside a word, also after an inner apostrophe) and its parts are
+# atomic, so nothing is retried.
+_COMPOUND = re.compile(r"(?<![^\W_])(?<![^\W_]['’])(?>[^\W_]+(?:['’][^\W_]+)*)"
+                       r"(?:[-‐‑](?>[^\W_]+(?:['’][^\W_]+)*))+")
 
-    Found from each hyphen outwards (``str.find``), so a text costs little beyond its
-    hyphens; every compound is read once however many hyphens it has.
-    """
-    spans: list[tuple[int, int]] = []
-    for h in _HYPHENS:
-        i = text.find(h)
-        while i != -1:
-            start = i
-            while start > 0 and (text[start - 1].isalnum() or (
-                    text[start - 1] in "'’" and start > 1 and text[start - 2].isalnum())):
-                start -= 1
-            if start < i and text[start].isalnum():
-                m = _TOKEN.match(text, start)
-                if m and m.end() > i + 1:
-                    spans.append(m.span())
-                    i = text.find(h, m.end())
-                    continue
-            i = text.find(h, i + 1)
-    if not spans:
+
+def _joined(text: str) -> tuple[str, ...]:
+    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain)."""
+    if "-" not in text and "‐" not in text and "‑" not in text:
         return ()
-    spans.sort()
-    found: list[str] = []
-    last = -1
-    for a, b in spans:
-        if a >= last:
-            found.append(_compound_stem(text[a:b]))
-            last = b
-    return tuple(found)
+    return tuple(map(_compound_stem, _COMPOUND.findall(text)))
 
 
 def _has_hyphen(text: str) -> bool:
@@ -292,17 +273,25 @@ def _pack(i: int, t: int, a: int) -> int:
 def _bag(text: Text, wanted: frozenset[str] | None = None) -> Counter[str]:
     """How often each stem, compound and acronym key occurs (only ``wanted`` ones if given)."""
     stems, compounds, marks = text
-    acronyms = [s for s in marks if s.startswith("^")] if marks is not None else []
     if wanted is not None:  # keep just the stems some keyword can ask for
         keep = wanted.__contains__
-        return Counter([*filter(keep, stems), *filter(keep, compounds),
-                        *filter(keep, acronyms)])
+        bag = Counter([*filter(keep, stems), *filter(keep, compounds)])
+        if marks is not None:
+            acronyms = _wanted_acronyms(wanted)
+            if acronyms:
+                bag.update(filter(acronyms.__contains__, marks))
+        return bag
     bag = Counter(stems)
     if compounds:
         bag.update(compounds)
-    if acronyms:
-        bag.update(acronyms)
+    if marks is not None:
+        bag.update({k: n for k, n in Counter(marks).items() if k[0] == "^"})
     return bag
+
+
+@lru_cache(maxsize=64)
+def _wanted_acronyms(wanted: frozenset[str]) -> frozenset[str]:
+    return frozenset(s for s in wanted if s.startswith("^"))
 
 
 @dataclass(slots=True)

@@ -32,6 +32,12 @@ def test_analysing_long_words_is_linear() -> None:
     assert_linear(lambda n: lambda: analyse(_long_words(n)), 2000)
 
 
+def test_analysing_words_with_inner_apostrophes_is_linear() -> None:
+    # a compound pattern that may start after any apostrophe rescans the rest each time
+    assert_linear(lambda n: lambda: analyse("a’" * n + "-b"), 2000)
+    assert_linear(lambda n: lambda: analyse("a’b-" * n), 2000)
+
+
 def test_highlighting_long_words_is_linear() -> None:
     kws = (Keyword("pre-training"),)
     # highlight_spans is cached by text: every call gets a new text of the same size
