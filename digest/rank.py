@@ -176,18 +176,37 @@ def analyse(text: str) -> Text:
     return tuple(stems), _joined(text), marks
 
 
-# A hyphenated compound, found in one linear pass: it starts only where a word starts (the
-# look-behinds fail at once inside a word, also after an inner apostrophe) and its parts are
-# atomic, so nothing is retried.
-_COMPOUND = re.compile(r"(?<![^\W_])(?<![^\W_]['’])(?>[^\W_]+(?:['’][^\W_]+)*)"
-                       r"(?:[-‐‑](?>[^\W_]+(?:['’][^\W_]+)*))+")
-
-
 def _joined(text: str) -> tuple[str, ...]:
-    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain)."""
-    if "-" not in text and "‐" not in text and "‑" not in text:
+    """Stems of the hyphenated compounds of a text, joined up ("pre-training" -> pretrain).
+
+    Found from each hyphen outwards (``str.find``), so a text costs little beyond its
+    hyphens; every compound is read once however many hyphens it has.
+    """
+    spans: list[tuple[int, int]] = []
+    for h in _HYPHENS:
+        i = text.find(h)
+        while i != -1:
+            start = i
+            while start > 0 and (text[start - 1].isalnum() or (
+                    text[start - 1] in "'’" and start > 1 and text[start - 2].isalnum())):
+                start -= 1
+            if start < i and text[start].isalnum():
+                m = _TOKEN.match(text, start)
+                if m and m.end() > i + 1:
+                    spans.append(m.span())
+                    i = text.find(h, m.end())
+                    continue
+            i = text.find(h, i + 1)
+    if not spans:
         return ()
-    return tuple(map(_compound_stem, _COMPOUND.findall(text)))
+    spans.sort()
+    found: list[str] = []
+    last = -1
+    for a, b in spans:
+        if a >= last:
+            found.append(_compound_stem(text[a:b]))
+            last = b
+    return tuple(found)
 
 
 def _has_hyphen(text: str) -> bool:
