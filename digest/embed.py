@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -141,7 +142,6 @@ class Embedder:
         self.id = model_id
         self._session = session
         self._tokenizer = tokenizer
-        self._lock = threading.Lock()
         inputs = {i.name: i.type for i in session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - inputs.keys()
         if missing:
@@ -175,8 +175,7 @@ class Embedder:
             if value is None:
                 value = np.zeros_like(ids)  # token_type_ids: one segment
             feed[name] = value.astype(np.int32) if kind == "tensor(int32)" else value
-        with self._lock:
-            out = np.asarray(self._session.run([self._output], feed)[0], dtype=np.float32)
+        out = np.asarray(self._session.run([self._output], feed)[0], dtype=np.float32)
         if out.ndim == 3:  # token states: mean over the real tokens
             weights = mask[:, :, None].astype(np.float32)
             out = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
@@ -195,21 +194,31 @@ class Embedder:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         rows = [e.ids for e in encodings]
         order = sorted(range(total), key=lambda i: len(rows[i]))
-        done = 0
-        while done < total:
+        chunks: list[list[int]] = []
+        start = 0
+        while start < total:
             # Texts of similar length together, up to BATCH_TOKENS padded tokens a call.
-            width = len(rows[order[done]])
+            width = len(rows[order[start]])
             size = 1
-            while done + size < total:
-                width = max(width, len(rows[order[done + size]]))
+            while start + size < total:
+                width = max(width, len(rows[order[start + size]]))
                 if width * (size + 1) > BATCH_TOKENS:
                     break
                 size += 1
-            chunk = order[done:done + size]
-            out[chunk] = self._run([rows[i] for i in chunk])
-            done += size
-            if progress:
-                progress(done, total)
+            chunks.append(order[start:start + size])
+            start += size
+        done = 0
+        # One single-threaded model call per core at a time: onnxruntime releases the GIL,
+        # and one thread per call wastes less than one call spread over every core.
+        with ThreadPoolExecutor(max_workers=min(_cores(), len(chunks))) as pool:
+            running = {pool.submit(self._run, [rows[i] for i in chunk]): chunk
+                       for chunk in chunks}
+            for finished in as_completed(running):
+                chunk = running[finished]
+                out[chunk] = finished.result()
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
         return out
 
 
@@ -245,7 +254,7 @@ def _build(model_id: str | None, onnx_path: Path, tokenizer_path: Path,
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
     tokenizer.no_padding()  # rows are padded per batch
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _cores()
+    options.intra_op_num_threads = 1  # calls run side by side instead (Embedder.embed)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -335,8 +344,8 @@ class VectorCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, timeout=10, isolation_level=None,

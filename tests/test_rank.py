@@ -136,6 +136,8 @@ def test_highlight_spans() -> None:
                                    Keyword("data curation")))
     assert [text[s:e] for s, e in spans] == ["Pre-training", "CLIPs", "data curation",
                                              "pretraining"]
+    clips = "Short video clips, not CLIP."
+    assert [clips[s:e] for s, e in highlight_spans(clips, (Keyword("CLIP"),))] == ["CLIP"]
 
 
 def test_a_partial_index_ranks_exactly_like_a_full_one() -> None:
