@@ -47,6 +47,7 @@ class Features:
     column: Ints  # grams[k]'s column, or -1 when it is not a feature
     idf: Floats
     total: npt.NDArray[np.float64]  # the sum of every row
+    rows: Ints  # the row of every stored value (for products)
 
     @property
     def n_rows(self) -> int:
@@ -77,10 +78,14 @@ class Features:
         keep = column[g] >= 0
         indptr, indices, data = _csr(row[keep], column[g[keep]], tf[keep], idf, n)
         total = np.bincount(indices, weights=data, minlength=len(best)).astype(np.float64)
-        return cls(indptr, indices, data, len(best), vocab, grams, column, idf, total)
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        return cls(indptr, indices, data, len(best), vocab, grams, column, idf, total, rows)
 
     def transform(self, docs: Sequence[Doc]) -> tuple[Ints, Ints, Floats]:
         """CSR rows for papers outside the batch (a reader's judged papers), same columns."""
+        if not self.n_features:  # an empty batch, or one without a word in two papers
+            return (np.zeros(len(docs) + 1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                    np.zeros(0, dtype=np.float32))
         vocab = dict(self.vocab)  # unseen words get ids no column uses
         doc, gram, weight = _grams(docs, vocab)
         at = np.searchsorted(self.grams, gram)
@@ -100,9 +105,7 @@ class Features:
         if not len(self.indices):
             return np.zeros(self.n_rows, dtype=np.float32)
         prod = w[self.indices] * self.data
-        out = np.add.reduceat(prod, np.minimum(self.indptr[:-1], len(prod) - 1))
-        out[self.indptr[:-1] == self.indptr[1:]] = 0.0
-        return out.astype(np.float32)
+        return np.bincount(self.rows, weights=prod, minlength=self.n_rows).astype(np.float32)
 
     def row(self, i: int) -> tuple[Ints, Floats]:
         """Columns and values of row ``i``."""
@@ -114,8 +117,9 @@ def _grams(docs: Sequence[Doc], vocab: dict[str, int]) -> tuple[Ints, Ints, Floa
     """(paper, packed uni/bigram, weight) of every gram: stop words dropped first, title x2."""
     parts = [part for doc in docs for part in doc]  # title 0, abstract 0, title 1, ...
     words = list(chain.from_iterable(parts))
-    for w in dict.fromkeys(words).keys() - vocab.keys():  # new words only, each once
-        vocab[w] = len(vocab)
+    for w in dict.fromkeys(words):  # ids in first-seen order: the same in every process
+        if w not in vocab:
+            vocab[w] = len(vocab)
     found = list(map(vocab.__getitem__, words))
     lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     tok = np.array(found, dtype=np.int64)

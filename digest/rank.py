@@ -30,6 +30,7 @@ Ties break by upvotes, then title, then key.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from array import array
@@ -112,9 +113,11 @@ def _normal(part: str) -> str:
 
 
 def _is_acronym(word: str) -> bool:
-    """Written with capitals beyond the first letter: CLIP, GNN, ViT, LLaMA, GPT4."""
-    return (len(word) > 1 and sum(c.isupper() for c in word) >= 2) or (
-        len(word) > 1 and any(c.isupper() for c in word[1:]))
+    """Written with two capitals or more, or a capital after a small letter: CLIP, GNN, ViT,
+    LLaMA, GPT4, iPhone; not 3D or 5G (a digit and one capital is how "3d" is written)."""
+    uppers = sum(c.isupper() for c in word)
+    return uppers >= 2 or (uppers == 1 and any(
+        c.isupper() and p.islower() for p, c in itertools.pairwise(word)))
 
 
 def acronym_key(word: str) -> str | None:
@@ -132,13 +135,18 @@ _MARKS: dict[str, str] = {}  # raw word -> its acronym key, else its stem
 _WORD_CACHE_MAX = 500_000
 
 
+def _trim_caches() -> None:
+    """Forget the word caches when they grow too big: only between texts, never inside one
+    (a text's words must all be in all three caches while it is analysed)."""
+    if len(_WORDS) >= _WORD_CACHE_MAX:
+        _WORDS.clear()
+        _ACRONYMS.clear()
+        _MARKS.clear()
+
+
 def _word_stem(word: str) -> str:
     found = _WORDS.get(word)
     if found is None:
-        if len(_WORDS) >= _WORD_CACHE_MAX:
-            _WORDS.clear()
-            _ACRONYMS.clear()
-            _MARKS.clear()
         found = _WORDS[word] = stem(_normal(word))
         key = acronym_key(word)
         if key:
@@ -166,6 +174,7 @@ Text = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]
 
 def analyse(text: str) -> Text:
     """Text -> (stems, joined compounds, stems with acronym keys or None)."""
+    _trim_caches()
     words: list[str] = _WORD.findall(text)
     found = list(map(_WORDS.get, words))
     stems: list[str] = ([s or _word_stem(w) for w, s in zip(words, found, strict=True)]
@@ -759,8 +768,14 @@ def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     ``min_score`` drops papers whose lexical score is below it (learned picks need a
     positive decision instead); explanations are worked out only for the papers returned.
     """
+    if not corpus.papers:
+        return []
     if not profile.keywords and not profile.interest and not votes:
-        ordered = sort_ranked(Ranked(p, 0.0, ()) for p in corpus.papers)
+        excluded: set[int] = set()
+        for kw in profile.exclude:
+            excluded.update(corpus.hit_arrays(_query(kw))[0].tolist())
+        ordered = sort_ranked(Ranked(p, 0.0, ()) for i, p in enumerate(corpus.papers)
+                              if i not in excluded)
         return ordered if limit is None else ordered[:limit]
     scored = score(corpus, profile, votes, vectors)
     lex = scored.lexical
@@ -785,7 +800,7 @@ def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     matches = _matches(lex, chosen, len(corpus.papers))
     return [Ranked(corpus.papers[i], round(float(scored.final[i]), 4), tuple(matches[i]), n,
                    _similar(corpus, i, votes, extra) if extra is not None else (),
-                   not bool(lex.matched[i]))
+                   not bool(lex.matched[i]) and bool(scored.decision[i] > 0))
             for n, i in enumerate(chosen, 1)]
 
 
@@ -821,6 +836,7 @@ def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int
 
     Cached: the same abstract is highlighted in the Markdown, the HTML and the feed.
     """
+    _trim_caches()
     queries = [_query(k) for k in keywords]
     needed = {s for q in queries for s in q.seq} | {q.joined for q in queries if q.joined}
     urls = [m.span() for m in _URL.finditer(text)] if ("://" in text or "www." in text) else []
@@ -853,8 +869,11 @@ def highlight_spans(text: str, keywords: tuple[Keyword, ...]) -> tuple[tuple[int
             found.extend(at.get(q.joined, {}).values())
     found.sort()
     merged: list[tuple[int, int]] = []
+    u = 0  # URLs and spans are both in order: one sweep over each
     for a, b in found:
-        if any(u0 < b and a < u1 for u0, u1 in urls):
+        while u < len(urls) and urls[u][1] <= a:
+            u += 1
+        if u < len(urls) and urls[u][0] < b:
             continue  # never inside a link: a highlighted URL would break it
         if merged and a <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(b, merged[-1][1]))

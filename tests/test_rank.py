@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
+from timing import assert_linear
+
 from digest.models import Keyword, Paper, Profile
 from digest.rank import Corpus, highlight_spans, rank, score_all, stem
 
@@ -252,3 +258,82 @@ def test_a_phrase_s_lone_words_keep_hyphenated_parts_whole() -> None:
     ranked = score_all(Corpus.build([paper("Pre-processing of soil"), *FILLER]),
                        [Keyword("pre-training")])
     assert "Pre-processing of soil" not in {r.paper.title for r in ranked if r.matches}
+
+
+# -- edge cases found in review ---------------------------------------------------------------
+
+def test_word_caches_are_trimmed_between_texts_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest import rank as rank_module
+
+    monkeypatch.setattr(rank_module, "_WORD_CACHE_MAX", 5)
+    for word in ("one", "two", "three", "four"):
+        rank_module._word_stem(word)
+    corpus = Corpus.build([paper("The model", "The model beats ZXQ-Net on ZXQ and YBench")])
+    assert corpus.titles[0][0] == ("the", "model")
+    ranked = score_all(Corpus.build([paper("ZXQ wins", "ZXQ again"), *FILLER]),
+                       [Keyword("ZXQ")])
+    assert [r.paper.title for r in ranked if r.matches] == ["ZXQ wins"]
+
+
+def test_empty_batches_and_empty_texts_rank_without_error() -> None:
+    from digest.models import Vote
+
+    liked = [Vote(paper("Graph nets", "Graph neural networks."), True)]
+    assert rank(Corpus.build([]), Profile("p", keywords=(Keyword("graph"),)), liked) == ([], [])
+    blank = [paper(f"{i}", "") for i in range(5)]
+    picks, rest = rank(Corpus.build(blank), Profile("p", keywords=(Keyword("graph"),)), liked)
+    assert picks == [] and len(rest) == 5
+
+
+def test_products_count_every_value_of_every_row() -> None:
+    import numpy as np
+
+    from digest.learn import Features
+
+    docs = [(["graph", "net"], ["neural"]), (["rain"], ["garden"]), (["graph"], ["neural"]),
+            ([], [])]
+    feat = Features.build(docs, frozenset())
+    w = np.ones(feat.n_features, dtype=np.float32)
+    expected = [float(feat.row(i)[1].sum()) for i in range(4)]
+    assert np.allclose(feat.matvec(w), expected) and expected[2] > 0 and expected[3] == 0
+
+
+def test_ranking_is_the_same_in_every_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "r.py"
+    script.write_text(
+        "from digest import learn\nfrom digest.models import Keyword, Paper, Profile\n"
+        "from digest.rank import Corpus, rank\nlearn.MAX_FEATURES = 40\n"
+        "ps = [Paper(f'k{i}', f'Paper {i} on graph nets {i % 7}', ' '.join(f'w{(i * j) % 97}'"
+        " for j in range(60))) for i in range(120)]\n"
+        "c = Corpus.build(ps)\npicks, _ = rank(c, Profile('p', keywords=(Keyword('graph'),),"
+        " max_items=30))\nprint([(r.paper.key, r.score) for r in picks])\n"
+        "print(c.features.indices.tobytes().hex(), c.features.data.tobytes().hex())\n")
+    runs = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+            for seed in ("1", "2", "3")}
+    assert len(runs) == 1
+
+
+def test_highlighting_many_links_is_linear() -> None:
+    assert_linear(lambda n: lambda: highlight_spans("graph www.x.org " * (n // 16),
+                                                    (Keyword("graph"),)), 4000)
+
+
+def test_digits_with_one_capital_are_words_not_acronyms() -> None:
+    papers = [paper("3D reconstruction"), paper("Fast 3d meshes"), paper("ViT at scale")]
+    assert set(scores(papers, "3D")) == {"3D reconstruction", "Fast 3d meshes"}
+    assert set(scores(papers, "vit")) == {"ViT at scale"}
+
+
+def test_excludes_apply_without_keywords_and_votes_alone_learn_nothing_false() -> None:
+    from digest.models import Vote
+
+    corpus = Corpus.build([paper("Graph neural networks"), paper("Rain in gardens")])
+    picks, _ = rank(corpus, Profile("p", exclude=(Keyword("graph"),)))
+    assert [r.paper.title for r in picks] == ["Rain in gardens"]
+    disliked = [Vote(paper("Bird songs", "Birds sing."), False)]
+    picks, _ = rank(Corpus.build(FILLER), Profile("p"), disliked)
+    assert picks and not any(r.learned for r in picks)
