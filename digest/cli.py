@@ -264,6 +264,11 @@ def _keyword(text: str) -> Keyword:
         term = text
     if not re.search(r"\w", term):
         raise UsageError(f"-k {text!r}: a keyword needs letters or digits")
+    from .rank import keyword_problem
+
+    problem = keyword_problem(term)
+    if problem:
+        raise UsageError(f"-k {text!r}: {problem}")
     return Keyword(" ".join(term.split()), value)
 
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .cadence import parse_cadence
 from .errors import ConfigError
 from .models import Keyword, Profile
+from .rank import keyword_problem
 
 DEFAULT_CONFIG = "config.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -336,6 +337,10 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
         if not re.search(r"\w", term):
             check.add("subscribers", index, key, f"keyword {term!r} has no letters or digits",
                       suffix)
+            continue
+        problem = keyword_problem(term)
+        if problem:
+            check.add("subscribers", index, key, problem, suffix)
             continue
         out.append(Keyword(" ".join(term.split()), float(weight)))
     return tuple(out)

@@ -149,7 +149,9 @@ class Semantic:
         from .embed import paper_text, to_blob
 
         have = store.vectors(self.model, (p.key for p in dump.papers))
-        missing = list({p.key: p for p in dump.papers if p.key not in have}.values())
+        outgrown = store.outgrown(dump.papers)  # their text changes: embed the new one
+        missing = list({p.key: p for p in dump.papers
+                        if p.key not in have or p.key in outgrown}.values())
         if not missing:
             return self.model, {}
         self.asked += len(missing)

@@ -460,6 +460,17 @@ def _query(keyword: Keyword) -> Query:
     return Query.of(keyword)
 
 
+def keyword_problem(term: str) -> str | None:
+    """Why a keyword would match nearly every paper, or None: every word of it is a stop
+    word or a single letter ("the", "of the", "C++", which is read as the letter c)."""
+    words = _WORD.findall(term)
+    if words and all(w.casefold() in STOPWORDS or len(w) == 1 for w in words):
+        return (f"keyword {term!r} is only stop words or single letters (symbols such as + and "
+                "# are not part of words), so it would match nearly every paper; add the words "
+                "around it (\"C++ compiler\") or leave it out")
+    return None
+
+
 def word_queries(keywords: Sequence[Keyword]) -> list[Query]:
     """The single words of phrases, so a paper matching some words of a phrase counts a little.
 

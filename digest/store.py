@@ -105,9 +105,22 @@ def _parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _matches_json(matches: tuple[Match, ...]) -> str:
-    return json.dumps([[m.term, m.weight, m.title_hits, m.abstract_hits, m.contribution, m.via]
-                       for m in matches])
+def _matches_json(item: Ranked) -> str:
+    """A ranked item's explanation: its matches, and what the learned signals added."""
+    matches = [[m.term, m.weight, m.title_hits, m.abstract_hits, m.contribution, m.via]
+               for m in item.matches]
+    if not item.similar and not item.learned:
+        return json.dumps(matches)  # the form every store had before votes
+    return json.dumps({"matches": matches, "similar": list(item.similar),
+                       "learned": item.learned})
+
+
+def _ranked_from(paper: Paper, score: float, explained: str, rank: int) -> Ranked:
+    found = json.loads(explained)
+    if isinstance(found, list):
+        found = {"matches": found}
+    return Ranked(paper, score, tuple(Match(*m) for m in found["matches"]), rank,
+                  tuple(found.get("similar", ())), bool(found.get("learned", False)))
 
 
 def _json_strings(value: object) -> tuple[str, ...]:
@@ -357,7 +370,7 @@ class Store:
                 if is_new:
                     new_keys.append(paper.key)
                 if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
-                    conn.execute("INSERT OR IGNORE INTO vectors (paper_id, model, vector)"
+                    conn.execute("INSERT OR REPLACE INTO vectors (paper_id, model, vector)"
                                  " VALUES (?, ?, ?)", (paper_id, vectors[0], blob))
                 conn.execute(
                     "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
@@ -405,7 +418,11 @@ class Store:
             # A new version of a paper never seen before is an old paper: stored as seen
             # (so it is never new later), but in no digest.
             return int(cur.lastrowid or 0), not paper.revision
-        # Seen before: fill in what the earlier sighting lacked; the key never changes.
+        # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
+        # abstract replaces a shorter one, and the embedding of the old text goes with it.
+        if self.conn.execute("SELECT length(abstract) < ? FROM papers WHERE id = ?",
+                             (len(paper.abstract), existing)).fetchone()[0]:
+            self.conn.execute("DELETE FROM vectors WHERE paper_id = ?", (existing,))
         self.conn.execute(
             "UPDATE papers SET"
             " abstract = CASE WHEN length(abstract) < length(:abstract) THEN :abstract"
@@ -498,7 +515,7 @@ class Store:
             conn.executemany(
                 "INSERT INTO issue_items (issue_id, rank, paper_id, score, matches)"
                 " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
-                [(issue_id, r.rank, r.score, _matches_json(r.matches), r.paper.key)
+                [(issue_id, r.rank, r.score, _matches_json(r), r.paper.key)
                  for r in items])
             if mail is not None:
                 conn.execute(
@@ -522,8 +539,8 @@ class Store:
         items = []
         for row in rows:
             score, matches_json, rank = row[_N_PAPER_COLUMNS:]
-            matches = tuple(Match(*m) for m in json.loads(matches_json))
-            items.append(Ranked(_paper_from_row(row), float(score), matches, int(rank)))
+            items.append(_ranked_from(_paper_from_row(row), float(score), matches_json,
+                                      int(rank)))
         return items
 
     # -- readers' votes and paper vectors ---------------------------------------------------
@@ -621,6 +638,17 @@ class Store:
                 "SELECT p.key, v.vector FROM papers p JOIN vectors v ON v.paper_id = p.id"
                 f" AND v.model = ? WHERE p.key IN ({marks})", [model, *chunk]))
         return found
+
+    def outgrown(self, papers: Iterable[Paper]) -> set[str]:
+        """Keys of these papers whose stored abstract is shorter than theirs (ingesting them
+        replaces it, so a vector of the stored text would be stale)."""
+        plist = list(papers)
+        lengths: dict[str, int] = {}
+        for chunk in _chunks(list(dict.fromkeys(p.key for p in plist))):
+            marks = ", ".join("?" for _ in chunk)
+            lengths.update((str(k), int(n)) for k, n in self.conn.execute(
+                f"SELECT key, length(abstract) FROM papers WHERE key IN ({marks})", chunk))
+        return {p.key for p in plist if p.key in lengths and lengths[p.key] < len(p.abstract)}
 
     def put_vectors(self, model: str, blobs: Mapping[str, bytes]) -> int:
         """Store embeddings of ingested papers for ``model`` (by key; one transaction); a

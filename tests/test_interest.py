@@ -136,3 +136,18 @@ def test_bad_interest_on_the_command_line(tmp_path: Path, capsys: pytest.Capture
     dump = write_dump(tmp_path / "p.json")
     code, out, err = cli(capsys, "rank", str(dump), "--interest", value, "--json")
     assert code == 2 and out == "" and message in err
+
+
+@pytest.mark.parametrize("term", ["the", "of the", "C++", "C#"])
+def test_keywords_that_would_match_every_paper_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], term: str) -> None:
+    path = config_with(tmp_path, f'[[subscribers]]\nname = "a"\nkeywords = ["{term}"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "[subscribers][0].keywords[0]" in str(caught.value)
+    assert "nearly every paper" in str(caught.value)
+    dump = write_dump(tmp_path / "p.json")
+    code, _, err = cli(capsys, "rank", str(dump), "-k", term, "--no-semantic")
+    assert code == 2 and "nearly every paper" in err
+    assert load_config(config_with(tmp_path, '[[subscribers]]\nname = "a"\n'
+                                             'keywords = ["C++ compiler", "3D"]\n'))

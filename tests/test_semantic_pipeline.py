@@ -223,3 +223,28 @@ def test_without_the_extra_everything_works_and_says_so_once(project: Project,
                                               "--subscriber", "eve"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert SEMANTIC_OFF not in proc.stderr and "A Later Paper" in proc.stdout
+
+
+def test_a_paper_whose_abstract_grows_is_embedded_again(project: Project, semantic: Semantic,
+                                                        clock: Clock) -> None:
+    from digest.embed import from_blob, paper_text
+    from digest.store import Store
+
+    data = json.loads(write_dump(project.inbox / "a.json").read_text())
+    first = data[0]["paper"]
+    short = [{"paper": {**first, "summary": first["summary"][:40]}}]
+    (project.inbox / "a.json").write_text(json.dumps(short), encoding="utf-8")
+    run(project.config(), now=clock, semantic=semantic)
+    clock.tick()
+    (project.inbox / "b.json").write_text(json.dumps([data[0]]), encoding="utf-8")
+    run(project.config(), now=clock, semantic=semantic)
+    store = Store.open(project.config().store_path)
+    try:
+        key = f"arxiv:{first['id']}"
+        (paper,) = [p for p in store.papers_after(0, store.latest_run()) if p.key == key]
+        assert paper.abstract == first["summary"]  # the longer text won
+        stored = from_blob(store.vectors(semantic.model, [key])[key], semantic.embedder.dim)
+    finally:
+        store.close()
+    expected = semantic.embedder.embed([paper_text(paper)])[0]
+    assert float(stored @ expected) > 0.999

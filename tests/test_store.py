@@ -237,3 +237,20 @@ def test_vectors_go_in_with_the_dump_or_not_at_all(tmp_path: Path, clock: Clock,
 def test_read_only_never_creates_a_store(tmp_path: Path) -> None:
     assert Store.read_only(tmp_path / "none.db") is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_feeds_keep_what_the_learned_signals_said(tmp_path: Path, clock: Clock) -> None:
+    from digest.models import Match, Ranked
+
+    store = Store.open(tmp_path / "s.db")
+    papers = (Paper(key="title:a", title="A", abstract="x"), Paper(key="title:b", title="B",
+                                                                   abstract="y"))
+    dump = ParsedDump("d.txt", "h", "blank-separated", None, None, papers)
+    store.ingest(dump, None, "run", clock(), ("ana",))
+    items = (Ranked(papers[0], 2.0, (Match("x", 1.0, 0, 1, 1.5),), 1, ("Liked one",)),
+             Ranked(papers[1], 1.0, (), 2, (), True))
+    store.record_issue("ana", 1, 0, store.latest_run(), clock(), 2, items, (None, None))
+    got = {r.paper.key: (r.matches, r.similar, r.learned) for r in store.feed_items("ana", 10)}
+    assert got == {"title:a": ((Match("x", 1.0, 0, 1, 1.5),), ("Liked one",), False),
+                   "title:b": ((), (), True)}
+    store.close()
