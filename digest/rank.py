@@ -12,8 +12,10 @@ votes. Four signals are summed as z-scores over the batch, with equal weights:
   phrase's single words always ranks below every paper matching a keyword whole.
 - **coordination**: log(1 + number of keywords matched whole).
 - **self-trained** (``learn.py``): a linear classifier on tf-idf features, trained on the
-  lexical top ``POSITIVES`` as positives and the rest of the batch as negatives, plus the
-  reader's liked (positive) and disliked (negative) papers. It is the balanced centroid
+  lexical top ``POSITIVES`` (fewer in a small batch) as positives and the rest of the batch
+  as negatives, plus the reader's liked (positive) and disliked (negative) papers. (Votes
+  also weigh each query term by (liked + 1) / (liked + disliked + 1) over the voted papers
+  it matches.) It is the balanced centroid
   classifier, the limit of a strongly regularised linear SVM; ``EXACT_SVM`` swaps in the
   exact SVM, which ranked no better on the label set and costs far more per reader.
 - **semantic** (when paper vectors are given): the cosines of each paper to every keyword
@@ -54,7 +56,8 @@ TITLE_WEIGHT = 5.0
 TITLE_WEIGHT_INTEREST = 3.0  # with an interest sentence in the query
 INTEREST_WEIGHT = 0.3  # each word of the interest sentence, against a keyword's 1
 PHRASE_WORDS = 0.6  # share of a phrase's weight each of its words earns alone
-POSITIVES = 15  # pseudo-positives for self-training: the top of the ranking
+POSITIVES = 25  # pseudo-positives for self-training: the top of the ranking (at most)
+POSITIVES_SHARE = 12  # ... and at most one paper in this many of the batch (at least 5)
 VOTE_WEIGHT = 1.0  # a vote weighs as much as this many pseudo-labels in the classifier
 SIMILAR_MIN = 0.2  # tf-idf cosine to a liked paper that earns "similar to papers you liked"
 EXACT_SVM = False  # True: an exact linear SVM instead of its strong-regularisation limit
@@ -731,7 +734,8 @@ def _vote_rows(corpus: Corpus, votes: Sequence[Vote]) -> tuple[Any, list[bool]]:
 def _learned(corpus: Corpus, ranking: Floats, candidates: npt.NDArray[np.bool_],
              extra: Any, labels: list[bool]) -> Floats:
     """A classifier's decision values: the top of ``ranking`` (and likes) against the rest."""
-    positives = _top(ranking, candidates & (ranking > ranking.min()), POSITIVES)
+    wanted = min(POSITIVES, max(5, len(ranking) // POSITIVES_SHARE))
+    positives = _top(ranking, candidates & (ranking > ranking.min()), wanted)
     if not positives and not any(labels):
         return np.zeros(len(corpus.papers))
     if EXACT_SVM:
