@@ -47,7 +47,7 @@ class Features:
     column: Ints  # grams[k]'s column, or -1 when it is not a feature
     idf: Floats
     total: npt.NDArray[np.float64]  # the sum of every row
-    rows: Ints  # the row of every stored value (for products)
+    filled: npt.NDArray[np.bool_]  # rows with at least one value
 
     @property
     def n_rows(self) -> int:
@@ -78,8 +78,8 @@ class Features:
         keep = column[g] >= 0
         indptr, indices, data = _csr(row[keep], column[g[keep]], tf[keep], idf, n)
         total = np.bincount(indices, weights=data, minlength=len(best)).astype(np.float64)
-        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-        return cls(indptr, indices, data, len(best), vocab, grams, column, idf, total, rows)
+        filled = indptr[:-1] < indptr[1:]
+        return cls(indptr, indices, data, len(best), vocab, grams, column, idf, total, filled)
 
     def transform(self, docs: Sequence[Doc]) -> tuple[Ints, Ints, Floats]:
         """CSR rows for papers outside the batch (a reader's judged papers), same columns."""
@@ -105,7 +105,10 @@ class Features:
         if not len(self.indices):
             return np.zeros(self.n_rows, dtype=np.float32)
         prod = w[self.indices] * self.data
-        return np.bincount(self.rows, weights=prod, minlength=self.n_rows).astype(np.float32)
+        out = np.zeros(self.n_rows, dtype=np.float32)
+        # Sums over the non-empty rows only: each one's values run up to the next one's.
+        out[self.filled] = np.add.reduceat(prod, self.indptr[:-1][self.filled])
+        return out
 
     def row(self, i: int) -> tuple[Ints, Floats]:
         """Columns and values of row ``i``."""

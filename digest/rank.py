@@ -345,6 +345,7 @@ class Corpus:
     vectors: npt.NDArray[np.float32] | None = None  # row i: unit embedding of paper i
     _phrases: dict[tuple[tuple[str, ...], str | None], array[int]] = field(default_factory=dict)
     _features: learn.Features | None = None
+    _upvotes: Floats | None = None
     _arrays: dict[tuple[tuple[str, ...], str | None], tuple[Any, Any, Any]] = field(
         default_factory=dict)
 
@@ -438,6 +439,13 @@ class Corpus:
         """BM25's smoothed inverse document frequency over this batch."""
         n = len(self.papers)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    @property
+    def upvotes(self) -> Floats:
+        """Every paper's upvotes (0 when unknown), for breaking ties."""
+        if self._upvotes is None:
+            self._upvotes = np.array([p.upvotes or 0 for p in self.papers], dtype=np.float64)
+        return self._upvotes
 
     @property
     def features(self) -> learn.Features:
@@ -798,14 +806,13 @@ def ranking(corpus: Corpus, profile: Profile, votes: Sequence[Vote] = (),
     if min_score > 0:
         keep &= (lex.score >= min_score) | (~lex.matched & (scored.decision > 0))
     idx = np.flatnonzero(keep)
-    upvotes = np.array([corpus.papers[i].upvotes or 0 for i in idx], dtype=np.float64)
+    upvotes = corpus.upvotes[idx]
     final = np.round(scored.final[idx], 4)
-    order = np.lexsort((-upvotes, -final))
-    chosen = [int(i) for i in idx[order]]
-    if limit is not None and len(chosen) > limit:  # keep everything tied with the last pick
-        last = (final[order][limit - 1], upvotes[order][limit - 1])
-        chosen = [i for i, f, u in zip(chosen, final[order], upvotes[order], strict=True)
-                  if (f, u) >= last]
+    if limit is not None and len(idx) > limit:  # keep everything tied with the last pick
+        last = np.lexsort((-upvotes, -final))[limit - 1]
+        f, u = final[last], upvotes[last]
+        idx = idx[(final > f) | ((final == f) & (upvotes >= u))]
+    chosen = idx.tolist()
     chosen.sort(key=lambda i: (-round(float(scored.final[i]), 4),
                                -(corpus.papers[i].upvotes or 0),
                                corpus.papers[i].title.casefold(), corpus.papers[i].key))
