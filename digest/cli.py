@@ -320,19 +320,6 @@ def _rank_profile(config: Any, subscriber: str | None, keywords: tuple[str, ...]
     return profile
 
 
-def _reader_votes(config: Any, profile: Profile) -> list[Vote]:
-    """The subscriber's recorded votes, read from the store if there is one (never created)."""
-    from .store import Store
-
-    store = Store.read_only(config.store_path)
-    if store is None:
-        return []
-    try:
-        return store.votes(profile.name)
-    finally:
-        store.close()
-
-
 @cli.command("rank")
 @click.argument("dumps", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -353,8 +340,8 @@ def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str |
              keywords: tuple[str, ...], excludes: tuple[str, ...], interest: str | None,
              no_semantic: bool, as_json: bool, today: Any) -> None:
     """Rank the papers in dumps by keywords, interest and votes; no store is changed."""
+    from . import feedback
     from .config import RankingConfig
-    from .feedback import judged
     from .pipeline import build_corpus, semantic_for
     from .rank import ranking, stems_of
 
@@ -362,13 +349,13 @@ def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str |
         raise UsageError("give either -k keywords or --config/--subscriber, not both")
     config = _config(config_path) if config_path or subscriber else None
     profile = _rank_profile(config, subscriber, keywords, excludes, interest)
-    votes = _reader_votes(config, profile) if config is not None else []
+    votes = feedback.votes(config, profile.name) if config is not None else []
     parsed, errors = _parse_all(dumps, today.date() if today else None)
     seen: dict[str, Paper] = {}
     for d in parsed:
         for p in d.papers:
             seen.setdefault(p.key, p)
-    is_judged = judged(votes)
+    is_judged = feedback.judged(votes)
     papers = [p for p in seen.values() if not is_judged(p)]  # a judged paper is not new
     semantic = semantic_for(config.ranking if config is not None else RankingConfig(),
                             lambda line: click.echo(f"digest: {line}", err=True),

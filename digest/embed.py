@@ -83,15 +83,17 @@ def _shipped(file: _Shipped) -> Path | None:
     return path if path and path.is_file() else None
 
 
-def available() -> bool:
-    """True when onnxruntime, tokenizers and the shipped model files are installed."""
+def available(model_dir: Path | None = None) -> bool:
+    """True when onnxruntime and tokenizers are installed, and (for the default model, no
+    ``model_dir`` of one's own) the shipped model files too. Nothing is imported."""
     for name in _RUNTIME:
         try:
             if importlib.util.find_spec(name) is None:
                 return False
-        except (ImportError, ValueError):
+        except (ImportError, ValueError):  # a blocked or broken module
             return False
-    return _shipped(_MODEL_FILE) is not None and _shipped(_TOKENIZER_FILE) is not None
+    return model_dir is not None or (_shipped(_MODEL_FILE) is not None
+                                     and _shipped(_TOKENIZER_FILE) is not None)
 
 
 def paper_text(paper: Paper) -> str:

@@ -188,27 +188,13 @@ def semantic_for(ranking: RankingConfig, note: Callable[[str], None], *,
         return None
     from . import embed
 
-    # A model folder of one's own needs only the runtime; the default one, its package too.
-    if not (embed.available() if ranking.model is None else _runtime_installed()):
+    if not embed.available(ranking.model):
         if not _told_semantic_off:
             _told_semantic_off = True
             note(SEMANTIC_OFF)
         return None
     embedder = embed.load(ranking.model)
     return Semantic(embedder, embed.VectorCache(embed.default_cache_path()))
-
-
-def _runtime_installed() -> bool:
-    """onnxruntime and tokenizers can be imported (without importing them now)."""
-    import importlib.util
-
-    for name in ("onnxruntime", "tokenizers"):
-        try:
-            if importlib.util.find_spec(name) is None:
-                return False
-        except (ImportError, ValueError):  # a blocked or broken module
-            return False
-    return True
 
 
 def build_corpus(papers: Sequence[Paper], only: Iterable[str] | None = None,
