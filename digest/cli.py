@@ -404,10 +404,13 @@ def _vote_line(v: Vote) -> str:
 @click.option("--dislike", "dislikes", multiple=True, metavar="KEY",
               help="A paper the reader wants less like; repeat for more.")
 @click.option("--list", "show", is_flag=True, help="Show the votes recorded, newest first.")
+@click.option("--undo", "undos", multiple=True, metavar="KEY",
+              help="Forget the vote on this paper; repeat for more.")
 @click.option("--reset", is_flag=True, help="Forget every vote of this subscriber.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the votes, or a count).")
 def feedback_cmd(subscriber: str, config_path: str | None, likes: tuple[str, ...],
-                 dislikes: tuple[str, ...], show: bool, reset: bool, as_json: bool) -> None:
+                 dislikes: tuple[str, ...], show: bool, undos: tuple[str, ...], reset: bool,
+                 as_json: bool) -> None:
     """Record a subscriber's likes and dislikes of papers (by key): they steer the ranking.
 
     Keys come from `digest rank --json` or `digest parse --json`; the paper must have
@@ -415,16 +418,20 @@ def feedback_cmd(subscriber: str, config_path: str | None, likes: tuple[str, ...
     """
     from . import feedback
 
-    if show and reset:
-        raise UsageError("give --list or --reset, not both")
-    if (show or reset) and (likes or dislikes):
-        raise UsageError(f"--{'list' if show else 'reset'} cannot go with --like/--dislike; "
-                         "record votes in a command of their own")
-    if not (show or reset or likes or dislikes):
-        raise UsageError("give --like KEY or --dislike KEY (repeatable), --list, or --reset")
+    chosen = [name for name, on in (("--list", show), ("--undo", undos), ("--reset", reset))
+              if on]
+    if len(chosen) > 1:
+        raise UsageError(f"give one of {', '.join(chosen)}, not more")
+    if chosen and (likes or dislikes):
+        raise UsageError(f"{chosen[0]} cannot go with --like/--dislike; record votes in a "
+                         "command of their own")
+    if not (chosen or likes or dislikes):
+        raise UsageError("give --like KEY or --dislike KEY (repeatable), --list, --undo KEY, "
+                         "or --reset")
     config = _config(config_path)
-    if reset:
-        n = feedback.reset(config, subscriber)
+    if reset or undos:
+        n = feedback.reset(config, subscriber) if reset else feedback.undo(config, subscriber,
+                                                                              undos)
         if as_json:
             click.echo(json.dumps({"subscriber": subscriber, "forgotten": n}))
         else:
@@ -617,17 +624,6 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
                    "digest send --retry-failed [--subscriber NAME]")
 
 
-def _by_email(config: Any, store: Any, email: str) -> list[str]:
-    """Every subscriber with this address: in the config, or with mail queued to it."""
-    names = {p.name for p in config.subscribers
-             if p.email and p.email.casefold() == email.casefold()}
-    names |= store.mailed_to(email)
-    if not names:
-        raise UsageError(f"no subscriber has the e-mail {email!r} in {config.path}; subscribers "
-                         "are added there, under [[subscribers]]")
-    return sorted(names)
-
-
 def _log_line(line: str) -> None:
     click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} digest: {line}", err=True)
 
@@ -662,28 +658,14 @@ def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
         raise SystemExit(1)  # --once: the tick failed (see the log lines above)
 
 
-def _set_mail(config_path: str | None, email: str, stop: bool) -> list[str]:
-    from .lock import exclusive
-    from .store import Store
-
-    config = _config(config_path)
-    with exclusive(config.data_dir, "unsubscribe" if stop else "subscribe"):
-        store = Store.open(config.store_path)
-        try:
-            names = _by_email(config, store, email)
-            for name in names:
-                store.set_unsubscribed(name, datetime.now(UTC) if stop else None)
-        finally:
-            store.close()
-    return names
-
-
 @cli.command("unsubscribe")
 @click.argument("email")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def unsubscribe_cmd(email: str, config_path: str | None) -> None:
     """Stop e-mail to EMAIL (their history, feed and digests stay)."""
-    names = _set_mail(config_path, email, stop=True)
+    from .subscriptions import set_mail_by_email
+
+    names = set_mail_by_email(_config(config_path), email, stop=True)
     click.echo(f"{', '.join(names)} <{email}>: unsubscribed, no more e-mail (pending mail "
                "cancelled)")
 
@@ -693,8 +675,56 @@ def unsubscribe_cmd(email: str, config_path: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def subscribe_cmd(email: str, config_path: str | None) -> None:
     """Resume e-mail to EMAIL, a subscriber in the config who had unsubscribed."""
-    names = _set_mail(config_path, email, stop=False)
+    from .subscriptions import set_mail_by_email
+
+    names = set_mail_by_email(_config(config_path), email, stop=False)
     click.echo(f"{', '.join(names)} <{email}>: e-mail again from the next digest")
+
+
+@cli.command("build-site")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def build_site_cmd(config_path: str | None, as_json: bool) -> None:
+    """Build the site alone (index, archives, issue pages), e.g. for static hosting.
+
+    `digest run` builds it too; this rebuilds every page (after a template change, say).
+    Only files whose content changed are written.
+
+    Example: digest build-site && rsync -a site/ feeds host:/var/www/papers/
+    """
+    from .site import build
+
+    report = build(_config(config_path))
+    if as_json:
+        click.echo(json.dumps({"site": str(report.folder), "written": report.written,
+                               "unchanged": report.unchanged}, indent=2))
+        return
+    click.echo(f"site {_shown(str(report.folder))}: {len(report.written)} page(s) written, "
+               f"{report.unchanged} unchanged")
+
+
+@cli.command("serve")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port, printed at start).")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Requests handled at once.")
+@click.option("--trusted-proxy", metavar="ADDR",
+              help="A reverse proxy whose X-Forwarded-For/-Proto headers are believed.")
+def serve_cmd(config_path: str | None, host: str, port: int, threads: int,
+              trusted_proxy: str | None) -> None:
+    """Serve the site, the feeds, one-click unsubscribe and the 👍/👎 links.
+
+    Runs on waitress (a production WSGI server); put a TLS reverse proxy in front.
+    Access log lines go to stderr. Stop with Ctrl-C or SIGTERM.
+
+    Example: digest serve --port 8000 --trusted-proxy 127.0.0.1
+    """
+    from .web import serve
+
+    serve(_config(config_path), host=host, port=port, threads=threads,
+          trusted_proxy=trusted_proxy, log=lambda line: click.echo(line, err=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -138,6 +138,17 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     poll_interval: float = 600.0
     ranking: RankingConfig = RankingConfig()
+    site_dir: Path | None = None  # the browsable site (index, archives, issue pages)
+
+    @property
+    def site(self) -> Path:
+        """The site folder (``[digest].site_dir``; ``site`` beside the config by default)."""
+        return self.site_dir or self.path.parent / "site"
+
+    @property
+    def site_path(self) -> str:
+        """The URL path the site is mounted at: ``site_url``'s path, ``/`` without one."""
+        return (urlsplit(self.site_url).path or "/") if self.site_url else "/"
 
     @property
     def store_path(self) -> Path:
@@ -346,7 +357,7 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
     return tuple(out)
 
 
-_DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_url", "feed_size",
+_DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_dir", "site_url", "feed_size",
                 "also_new", "templates", "timezone", "intro", "poll_interval")
 _SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed",
                     "mail", "cadence", "timezone", "interest")
@@ -696,6 +707,7 @@ def parse_config(path: Path, text: str) -> Config:
         inbox=_path(base, check, digest, "inbox", "inbox"),
         data_dir=_path(base, check, digest, "data_dir", "data"),
         feeds_dir=_path(base, check, digest, "feeds_dir", "feeds"),
+        site_dir=_path(base, check, digest, "site_dir", "site"),
         site_url=site_url, feed_size=feed_size, also_new=also_new,
         templates=templates, timezone=timezone,
         intro=_typed(check, "digest", None, digest, "intro", str, "", "a string (Markdown)"),
@@ -705,9 +717,25 @@ def parse_config(path: Path, text: str) -> Config:
         ranking=_ranking(base, check, raw.get("ranking")),
         subscribers=tuple(s for s in subscribers if s is not None),
     )
+    _check_site(check, config)
     if check.problems:
         raise ConfigError(str(path), check.problems)
     return config
+
+
+def _check_site(check: _Checker, config: Config) -> None:
+    """The site folder is published whole: it must not hold the store, secret or config."""
+    site = config.site.resolve()
+    private = [("data_dir", config.data_dir.resolve()), ("config", config.path.resolve())]
+    for what, path in private:
+        if path == site or path.is_relative_to(site):
+            check.add("digest", None, "site_dir",
+                      f"{config.site} would publish the {what} ({path}) with the site; use a "
+                      "folder of its own, such as \"site\"")
+            return
+    if config.feeds_dir.resolve() == site:
+        check.add("digest", None, "site_dir", f"{config.site} is also feeds_dir; give the feeds "
+                  "a folder of their own (inside the site is fine, e.g. \"site/feeds\")")
 
 
 def load_config(path: Path | str | None = None, *,

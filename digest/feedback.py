@@ -61,6 +61,18 @@ def votes(config: Config, subscriber: str) -> list[Vote]:
         store.close()
 
 
+def undo(config: Config, subscriber: str, keys: Sequence[str]) -> int:
+    """Forget the reader's votes on these papers; return how many there were."""
+    check_subscriber(config, subscriber)
+    if not config.store_path.is_file():
+        return 0
+    store = Store.open(config.store_path)
+    try:
+        return store.remove_votes(subscriber, keys)
+    finally:
+        store.close()
+
+
 def reset(config: Config, subscriber: str) -> int:
     """Forget every vote of a reader; return how many there were."""
     check_subscriber(config, subscriber)

@@ -102,6 +102,9 @@ class Match:
     via: str | None = None  # set when ``term`` is one word of this unmatched-as-a-whole phrase
 
 
+INTEREST = "interest"  # Match.via of the words of a reader's interest sentence
+
+
 @dataclass(frozen=True, slots=True)
 class Ranked:
     """A paper with its score and the keyword matches that produced it."""

@@ -47,7 +47,7 @@ import numpy.typing as npt
 import Stemmer
 
 from . import learn
-from .models import Keyword, Match, Paper, Profile, Ranked, Vote
+from .models import INTEREST, Keyword, Match, Paper, Profile, Ranked, Vote
 
 K1 = 2.0
 B_ABSTRACT = 0.75
@@ -60,7 +60,6 @@ POSITIVES = 25  # pseudo-positives for self-training: the top of the ranking (at
 POSITIVES_SHARE = 12  # ... and at most one paper in this many of the batch (at least 5)
 VOTE_WEIGHT = 1.0  # a vote weighs as much as this many pseudo-labels in the classifier
 SIMILAR_MIN = 0.2  # tf-idf cosine to a liked paper that earns "similar to papers you liked"
-INTEREST = "interest"  # Match.via of interest-sentence words
 
 STOPWORDS = frozenset("""
 a about above after again against all also am among an and any are as at be because been

@@ -30,8 +30,8 @@ from markupsafe import Markup, escape
 
 from .errors import ConfigError
 from .identity import http_url, strip_xml_illegal
-from .models import Digest, Keyword, Ranked
-from .rank import INTEREST, highlight_spans
+from .models import INTEREST, Digest, Keyword, Ranked
+from .rank import highlight_spans
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -233,6 +233,10 @@ class Renderer:
     def html_page(self, digest: Digest, unsubscribe: str | None = None) -> str:
         """The HTML digest (a standalone page, e-mail friendly)."""
         return self._render(self.html, "digest.html.j2", self._context(digest, unsubscribe))
+
+    def page(self, name: str, context: dict[str, Any]) -> str:
+        """Any HTML template (site and web pages extend ``site_base.html.j2``)."""
+        return self._render(self.html, name, context)
 
     def feed_entry(self, item: Ranked, keywords: Sequence[Keyword]) -> str:
         """The HTML content of one Atom entry."""

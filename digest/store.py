@@ -25,7 +25,7 @@ from typing import Any
 from .errors import InputError, StoreError, UsageError
 from .faults import checkpoint
 from .identity import normalise_arxiv_id, normalise_title
-from .models import Match, Paper, ParsedDump, Ranked, Vote
+from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Vote
 from .schema import MIGRATIONS
 
 _PAPER_COLUMNS = (
@@ -85,6 +85,20 @@ class Delivery:
     sent_at: datetime | None
     uncertain_since: datetime | None = None  # when the first unconfirmed try was made
     failed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRecord:
+    """One published digest issue of a subscriber (what the site's pages are made of)."""
+
+    id: int
+    subscriber: str
+    number: int
+    from_run: int
+    to_run: int
+    generated_at: datetime
+    new_papers: int
+    matched: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +487,12 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row else None
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Set (or replace) a store-wide setting."""
+        with self.transaction():
+            self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                              " DO UPDATE SET value = excluded.value", (key, value))
+
     def set_meta_once(self, key: str, value: str) -> str:
         """Set a store-wide setting unless it is set already; return the value in force."""
         with self.transaction():
@@ -517,12 +537,13 @@ class Store:
                 " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
                 [(issue_id, r.rank, r.score, _matches_json(r), r.paper.key)
                  for r in items])
-            if mail is not None:
+            if mail is not None:  # not if they unsubscribed (on the web) since the run began
                 conn.execute(
                     "INSERT INTO outbox (issue_id, subscriber, recipient, message_id, subject,"
-                    " raw, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " raw, next_attempt_at, created_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+                    " FROM subscribers WHERE name = ? AND unsubscribed_at IS NULL",
                     (issue_id, name, mail.recipient, mail.message_id, mail.subject, mail.raw,
-                     _ts(generated_at), _ts(generated_at)))
+                     _ts(generated_at), _ts(generated_at), name))
             conn.execute(
                 "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
                 " WHERE name = ?", (to_run, number, _ts(generated_at), name))
@@ -542,6 +563,64 @@ class Store:
             items.append(_ranked_from(_paper_from_row(row), float(score), matches_json,
                                       int(rank)))
         return items
+
+    _ISSUE_COLUMNS = ("id, subscriber, number, from_run, to_run, generated_at, new_papers,"
+                      " matched")
+
+    @staticmethod
+    def _issue(row: tuple[Any, ...]) -> IssueRecord:
+        return IssueRecord(int(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                           _parse_ts(str(row[5])), int(row[6]), int(row[7]))
+
+    def issues(self, name: str, *, after: int = 0) -> list[IssueRecord]:
+        """A subscriber's issues numbered above ``after``, oldest first (an index range)."""
+        rows = self.conn.execute(f"SELECT {self._ISSUE_COLUMNS} FROM issues WHERE subscriber"
+                                 " = ? AND number > ? ORDER BY number", (name, after))
+        return [self._issue(r) for r in rows]
+
+    def latest_issues(self) -> dict[str, IssueRecord]:
+        """Each subscriber's newest issue (subscribers with none are left out)."""
+        rows = self.conn.execute(
+            f"SELECT {self._ISSUE_COLUMNS} FROM issues i WHERE number = (SELECT max(number)"
+            " FROM issues j WHERE j.subscriber = i.subscriber)")
+        return {r[1]: self._issue(r) for r in rows}
+
+    def issue_items(self, issue_id: int) -> list[Ranked]:
+        """The ranked papers of one issue, best first, with their explanations."""
+        rows = self.conn.execute(
+            f"SELECT {_PAPER_COLUMNS}, ii.score, ii.matches, ii.rank FROM issue_items ii"
+            " JOIN papers p ON p.id = ii.paper_id WHERE ii.issue_id = ? ORDER BY ii.rank",
+            (issue_id,))
+        out = []
+        for row in rows:
+            score, matches_json, rank = row[_N_PAPER_COLUMNS:]
+            out.append(_ranked_from(_paper_from_row(row), float(score), matches_json,
+                                    int(rank)))
+        return out
+
+    def issue_terms(self, name: str) -> dict[int, list[str]]:
+        """Issue number -> the keywords its papers matched (each once per paper, as
+        ``Ranked.terms``; interest-sentence words are not keywords and are left out)."""
+        rows = self.conn.execute(
+            "SELECT i.number, ii.matches FROM issues i JOIN issue_items ii ON ii.issue_id = i.id"
+            " WHERE i.subscriber = ? ORDER BY i.number, ii.rank", (name,))
+        out: dict[int, list[str]] = {}
+        for number, explained in rows:
+            found = json.loads(explained)
+            matches = found if isinstance(found, list) else found.get("matches", [])
+            terms = dict.fromkeys(str(m[5] or m[0]) for m in matches
+                                  if len(m) < 6 or m[5] != INTEREST)
+            out.setdefault(int(number), []).extend(terms)
+        return out
+
+    def paper(self, key: str) -> Paper | None:
+        """The stored paper a key names (by the key, its arXiv id or its title), or None."""
+        found = self.paper_ids([key])
+        if key not in found:
+            return None
+        row = self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
+                                (found[key],)).fetchone()
+        return _paper_from_row(row)
 
     # -- readers' votes and paper vectors ---------------------------------------------------
     def paper_ids(self, keys: Iterable[str]) -> dict[str, int]:
@@ -622,6 +701,17 @@ class Store:
         with self.transaction() as conn:
             return int(conn.execute("DELETE FROM feedback WHERE subscriber = ?",
                                     (subscriber,)).rowcount)
+
+    def remove_votes(self, subscriber: str, keys: Iterable[str]) -> int:
+        """Forget a reader's votes on these papers (unknown keys are ignored); return how many."""
+        ids = list(self.paper_ids(keys).values())
+        removed = 0
+        with self.transaction() as conn:
+            for chunk in _chunks(ids):
+                removed += conn.execute(
+                    f"DELETE FROM feedback WHERE subscriber = ? AND paper_id IN"
+                    f" ({', '.join('?' * len(chunk))})", [subscriber, *chunk]).rowcount
+        return removed
 
     def judged(self, subscriber: str) -> set[str]:
         """The keys of every paper the reader voted on."""

@@ -1,8 +1,9 @@
-"""Signed per-subscriber tokens (one-click unsubscribe) and the secret that keys them.
+"""Signed tokens (unsubscribe, feedback page, one per vote) and the secret that keys them.
 
 The secret comes from $DIGEST_SECRET, or else from ``<data_dir>/secret``, created once
 with random bytes and mode 0600. Tokens are HMAC-SHA256 of the purpose and the
-subscriber's name, checked in constant time.
+subscriber's name (with the paper key, for a vote), checked in constant time. A token
+stops working when the secret changes or the subscriber leaves the config.
 """
 
 from __future__ import annotations
@@ -69,4 +70,19 @@ def sign(secret: bytes, purpose: str, name: str) -> str:
 
 def verify(secret: bytes, purpose: str, name: str, token: str) -> bool:
     """True when ``token`` is the one ``sign`` gives (constant-time compare)."""
-    return hmac.compare_digest(sign(secret, purpose, name), token)
+    return hmac.compare_digest(sign(secret, purpose, name).encode(), token.encode("utf-8",
+                                                                                  "replace"))
+
+
+UNSUBSCRIBE = "unsubscribe"  # one subscriber's e-mail on or off (List-Unsubscribe)
+FEEDBACK = "feedback"  # one subscriber's feedback page: list and undo their votes
+
+
+def vote_purpose(like: bool) -> str:
+    """The purpose a vote token is signed for: a like and a dislike are different tokens."""
+    return "vote-like" if like else "vote-dislike"
+
+
+def vote_subject(name: str, key: str) -> str:
+    """What a vote token binds: the subscriber and the paper key (names hold no NUL)."""
+    return f"{name}\x00{key}"

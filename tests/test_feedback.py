@@ -253,7 +253,7 @@ def test_an_unknown_subscriber_is_named_with_the_valid_ones(
 @pytest.mark.parametrize(("args", "message"), [
     (["--list", "--like", "k"], "--list cannot go with --like/--dislike"),
     (["--reset", "--dislike", "k"], "--reset cannot go with --like/--dislike"),
-    (["--list", "--reset"], "give --list or --reset, not both"),
+    (["--list", "--reset"], "give one of --list, --reset, not more"),
     ([], "give --like KEY or --dislike KEY"),
 ])
 def test_mixed_modes_are_usage_errors(site: Project, capsys: pytest.CaptureFixture[str],
