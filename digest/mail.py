@@ -14,12 +14,13 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import css_inline
 
 from .config import SmtpConfig
 from .identity import short_hash
+from .links import WebLinks
 from .models import Digest
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -44,12 +45,10 @@ class Unsubscribe:
     mailto: str | None
 
 
-def unsubscribe_for(site_url: str | None, mailto: str | None, name: str,
-                    token: str) -> Unsubscribe:
-    """The one-click unsubscribe targets of one subscriber (RFC 8058)."""
-    url = None
-    if site_url:
-        url = f"{site_url}unsubscribe?{urlencode({'u': name, 't': token})}"
+def unsubscribe_for(links: WebLinks | None, mailto: str | None, name: str) -> Unsubscribe:
+    """The one-click unsubscribe targets of one subscriber (RFC 8058): the signed link of
+    ``links`` (None without a ``site_url``) and the optional mailto."""
+    url = links.unsubscribe if links else None
     box = None
     if mailto:
         box = f"mailto:{mailto}?subject={quote(f'unsubscribe {name}')}"

@@ -159,6 +159,7 @@ class RunReport:
     digests: list[dict[str, object]] = field(default_factory=list)
     feeds_written: list[str] = field(default_factory=list)
     feeds_unchanged: list[str] = field(default_factory=list)
+    site_written: list[str] = field(default_factory=list)  # site pages whose bytes changed
     sink: Callable[[str], None] | None = None
     delivery: Any = None  # send.SendReport when e-mail went out
 
@@ -177,4 +178,5 @@ class RunReport:
     @property
     def changed(self) -> bool:
         """True when the run wrote anything at all."""
-        return bool(self.dumps_ingested or self.digests or self.feeds_written)
+        return bool(self.dumps_ingested or self.digests or self.feeds_written or
+                    self.site_written)

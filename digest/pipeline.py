@@ -1,7 +1,7 @@
 """The only place stages meet: sources -> store -> rank -> render -> publish.
 
 ``run`` ingests every new dump in the inbox, makes each subscriber's digest of the
-papers first seen since their previous one, and regenerates the feeds. ``preview``
+papers first seen since their previous one, and regenerates the feeds and the site. ``preview``
 does the same against an in-memory copy of the store and writes nothing.
 """
 
@@ -22,15 +22,17 @@ from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
 from .fsutil import TEMP_DIR, atomic_write, folder_problem, remove_stale_temps
+from .links import links_for
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
 from .models import Digest, Paper, ParsedDump, Profile, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
 from .send import SendReport, deliver
+from .site import build_site, site_folders, stem
 from .sources import inbox_files, iter_dumps
 from .store import Cursor, Outgoing, Store
-from .tokens import load_secret, sign
+from .tokens import load_secret
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,12 +88,12 @@ class MailContext:
         profile = digest.profile
         if not (profile.email and profile.mail) or profile.name in self.unsubscribed:
             return None
-        unsub = unsubscribe_for(config.site_url, self.smtp.unsubscribe_mailto, profile.name,
-                                sign(self.secret, "unsubscribe", profile.name))
+        links = links_for(config.site_url, self.secret, profile.name)
+        unsub = unsubscribe_for(links, self.smtp.unsubscribe_mailto, profile.name)
         link = unsub.url or unsub.mailto
-        msg = build_message(digest, renderer.markdown(digest, link),
-                            renderer.html_page(digest, link), self.smtp, self.list_host, unsub,
-                            self.store_id)
+        msg = build_message(digest, renderer.markdown(digest, link, links),
+                            renderer.html_page(digest, link, links), self.smtp, self.list_host,
+                            unsub, self.store_id)
         return Outgoing(profile.email, str(msg["Message-ID"]), str(msg["Subject"]),
                         wire_bytes(msg))
 
@@ -241,12 +243,14 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  mail: MailContext | None = None,
                  due: Mapping[str, datetime | None] | None = None,
                  semantic: Semantic | None = None,
-                 warn: Callable[[str], None] | None = None) -> list[Rendered]:
+                 warn: Callable[[str], None] | None = None,
+                 secret: bytes | None = None) -> list[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one).
 
     A subscriber the store has not registered yet gets none: registration happens with
     the first ingest that follows, so they start with the papers of their first run.
     Papers the subscriber already voted on are left out (their votes still train).
+    With ``secret`` (and ``site_url``) the renderings carry the reader's 👍/👎 links.
     """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
@@ -287,7 +291,9 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
             feed_url=config.feed_url(profile.name) if profile.feed else None,
             intro=config.intro,
         )
-        rendered = Rendered(digest, renderer.markdown(digest), renderer.html_page(digest),
+        links = links_for(config.site_url, secret, profile.name)
+        rendered = Rendered(digest, renderer.markdown(digest, links=links),
+                            renderer.html_page(digest, links=links),
                             mail=mail.message(config, renderer, digest) if mail else None)
         if persist:
             slot = (f"digest:{profile.name}", due[profile.name]) if due is not None else None
@@ -337,9 +343,9 @@ class Batch:
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
                     rendered: Rendered, slot: tuple[str, datetime | None] | None) -> Rendered:
     digest = rendered.digest
-    stem = f"{digest.number:04d}-{digest.generated_at:%Y-%m-%d}"
+    name = stem(digest.number, digest.generated_at)
     folder = config.digests_dir / digest.profile.name
-    md_path, html_path = folder / f"{stem}.md", folder / f"{stem}.html"
+    md_path, html_path = folder / f"{name}.md", folder / f"{name}.html"
     if folder.is_dir():  # files of this issue number that a crash left unrecorded
         for stale in folder.glob(f"{digest.number:04d}-*"):
             if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
@@ -390,7 +396,8 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         progress: Callable[[str], None] | None = None,
         due: Mapping[str, datetime | None] | None = None,
         wait: bool = False, semantic: Semantic | None = None) -> RunReport:
-    """The main job: ingest the inbox, publish digests, regenerate feeds, send e-mail.
+    """The main job: ingest the inbox, publish digests, regenerate feeds and the site,
+    send e-mail.
 
     With ``due`` (name -> cadence slot) only those subscribers get a digest now, and each
     slot is marked done in the transaction that records the digest; the others' new papers
@@ -425,8 +432,11 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
                semantic=semantic)
         checkpoint("run:after-ingest")
         mail = MailContext.of(config, store)
-        for rendered in make_digests(store, config, renderer, now, mail=mail, due=due,
-                                     semantic=semantic, warn=report.warn):
+        secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
+            else None
+        published = make_digests(store, config, renderer, now, mail=mail, due=due,
+                                 semantic=semantic, warn=report.warn, secret=secret)
+        for rendered in published:
             d = rendered.digest
             report.digests.append({
                 "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
@@ -434,6 +444,9 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
                 "html": rendered.paths[1] if rendered.paths else None,
                 "mail": rendered.mail.recipient if rendered.mail else None})
         write_feeds(store, config, renderer, now, report)
+        site = build_site(config, store, renderer, secret,
+                          subscribers={r.digest.profile.name for r in published})
+        report.site_written += site.written
         checkpoint("run:before-send")
         if send and config.smtp is not None:
             report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
@@ -454,6 +467,7 @@ def output_folders(config: Config) -> list[tuple[str, Path]]:
         else []
     folders.append(("data_dir", config.digests_dir))
     folders += [("data_dir", config.digests_dir / p.name) for p in config.subscribers]
+    folders += [("site_dir", folder) for folder in site_folders(config)]
     return folders
 
 
@@ -479,10 +493,11 @@ def remove_leftovers(config: Config, report: RunReport) -> None:
     Only names of digest's own temporary-file pattern, only in the folders it publishes
     into, and only while the run lock is held (so no writer is using one).
     """
-    folders = {config.feeds_dir, config.data_dir / "outbox"}
-    with contextlib.suppress(OSError):  # no digests yet
-        folders.update(p for p in config.digests_dir.iterdir()
-                       if p.is_dir() and not p.is_symlink() and p.name != TEMP_DIR)
+    folders = {config.feeds_dir, config.data_dir / "outbox", config.site}
+    for parent in (config.digests_dir, config.site):
+        with contextlib.suppress(OSError):  # no digests (or no site) yet
+            folders.update(p for p in parent.iterdir()
+                           if p.is_dir() and not p.is_symlink() and p.name != TEMP_DIR)
     for folder in sorted(folders):
         for path, why in remove_stale_temps(folder):
             report.warn(f"{path}: warning: cannot remove this temporary file of an "
@@ -548,8 +563,9 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
                semantic=semantic)
         mail = MailContext.of(config, store, create_secret=False)
+        secret = load_secret(config.data_dir, create=False) or (mail.secret if mail else None)
         rendered = make_digests(store, config, renderer, now, only=subscriber, persist=False,
-                                mail=mail, semantic=semantic, warn=report.warn)
+                                mail=mail, semantic=semantic, warn=report.warn, secret=secret)
     finally:
         store.close()
         if semantic is not None:

@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 
 from .errors import ConfigError
 from .identity import http_url, strip_xml_illegal
+from .links import WebLinks
 from .models import INTEREST, Digest, Keyword, Ranked
 from .rank import highlight_spans
 
@@ -191,7 +192,7 @@ class Renderer:
 
     def __init__(self, override: Path | None = None) -> None:
         self.folders = [*([str(override)] if override else []), str(bundled_templates())]
-        loader = ChoiceLoader([FileSystemLoader(self.folders)])
+        self.loader = loader = ChoiceLoader([FileSystemLoader(self.folders)])
         self.html = _common(Environment(loader=loader, autoescape=True,
                                         finalize=_finalize_html, undefined=StrictUndefined))
         self.html.globals["highlight"] = highlight_html
@@ -202,12 +203,24 @@ class Renderer:
         self.text.filters["raw"] = MarkdownSafe
         self.text.filters["url"] = md_url
 
-    TEMPLATES = ("digest.md.j2", "digest.html.j2", "feed_entry.html.j2")
+    TEMPLATES = ("digest.md.j2", "digest.html.j2", "feed_entry.html.j2", "_macros.html.j2",
+                 "_style.css")
+    # What the site's pages are made of (site.py fingerprints their sources).
+    SITE_TEMPLATES = ("site_base.html.j2", "site_index.html.j2", "site_archive.html.j2",
+                      "site_issue.html.j2", "_macros.html.j2", "_style.css", "_site.css")
 
     def check(self) -> None:
         """Compile every template now, so a syntax error stops a run before it starts."""
-        for name in self.TEMPLATES:
+        for name in dict.fromkeys((*self.TEMPLATES, *self.SITE_TEMPLATES)):
             self._render(self.text if name.endswith(".md.j2") else self.html, name, None)
+
+    def source(self, name: str) -> str:
+        """The source of the template ``name`` as loaded (the user's copy first)."""
+        try:
+            text, _, _ = self.loader.get_source(self.html, name)
+        except TemplateError as exc:
+            raise ConfigError(name, [f"template error: {exc} (key [digest].templates)"]) from None
+        return text
 
     def _render(self, env: Environment, name: str, context: dict[str, Any] | None) -> str:
         try:
@@ -226,13 +239,18 @@ class Renderer:
                 return str(Path(folder) / name)
         return name
 
-    def markdown(self, digest: Digest, unsubscribe: str | None = None) -> str:
-        """The Markdown digest (with an unsubscribe link when it goes out by e-mail)."""
-        return self._render(self.text, "digest.md.j2", self._context(digest, unsubscribe))
+    def markdown(self, digest: Digest, unsubscribe: str | None = None,
+                 links: WebLinks | None = None) -> str:
+        """The Markdown digest (with an unsubscribe link when it goes out by e-mail, and the
+        reader's 👍/👎 links with ``links``)."""
+        return self._render(self.text, "digest.md.j2",
+                            self._context(digest, unsubscribe, links))
 
-    def html_page(self, digest: Digest, unsubscribe: str | None = None) -> str:
+    def html_page(self, digest: Digest, unsubscribe: str | None = None,
+                  links: WebLinks | None = None) -> str:
         """The HTML digest (a standalone page, e-mail friendly)."""
-        return self._render(self.html, "digest.html.j2", self._context(digest, unsubscribe))
+        return self._render(self.html, "digest.html.j2",
+                            self._context(digest, unsubscribe, links))
 
     def page(self, name: str, context: dict[str, Any]) -> str:
         """Any HTML template (site and web pages extend ``site_base.html.j2``)."""
@@ -244,9 +262,10 @@ class Renderer:
                             {"item": item, "keywords": keywords})
 
     @staticmethod
-    def _context(digest: Digest, unsubscribe: str | None = None) -> dict[str, Any]:
+    def _context(digest: Digest, unsubscribe: str | None = None,
+                 links: WebLinks | None = None) -> dict[str, Any]:
         return {"digest": digest, "keywords": digest.profile.keywords,
-                "unsubscribe": unsubscribe,
+                "unsubscribe": unsubscribe, "links": links,
                 "intro_md": MarkdownSafe(digest.intro.strip()),
                 "intro_html": operator_markdown(digest.intro)}
 

@@ -116,7 +116,8 @@ def test_hostile_text_is_inert_everywhere(project: Project, clock: Clock) -> Non
     rendered_md = markdown.markdown(md_path.read_text(encoding="utf-8"))
     assert dangers(rendered_md) == []
     assert "&lt;a href=" in rendered_md  # the hostile anchor survives only as text
-    assert "{{ 7*7 }}" in html and "49" not in html  # template syntax stays text
+    unlinked = re.sub(r'href="[^"]*"', "", html)  # signed vote links hold random hex
+    assert "{{ 7*7 }}" in html and "49" not in unlinked  # template syntax stays text
     raw = feed_of(project, "all").read_bytes()
     tree = etree.fromstring(raw)  # well-formed XML despite ]]> and control characters
     titles = [e.findtext(f"{ATOM}title") for e in tree.iter(f"{ATOM}entry")]
