@@ -55,6 +55,7 @@ def _report_dict(report: RunReport) -> dict[str, Any]:
                         for d in report.digests},
         "feeds_written": report.feeds_written,
         "feeds_unchanged": report.feeds_unchanged,
+        "site_written": report.site_written,
     }
 
 
@@ -144,6 +145,8 @@ def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -
                    f"{d['matched']} matches -> {_shown(str(d['markdown']))} (.html beside it)")
     click.echo(f"feeds: {len(report.feeds_written)} updated, {len(report.feeds_unchanged)} "
                "unchanged")
+    if report.site_written:
+        click.echo(f"site: {len(report.site_written)} page(s) updated")
     _print_delivery(report.delivery)
     _finish(report)
 
