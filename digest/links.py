@@ -23,6 +23,7 @@ class WebLinks:
     base: str
     secret: bytes
     subscriber: str
+    public: bool = False  # links of public site pages: their vote pages show no feedback link
 
     def _url(self, path: str, **query: str) -> str:
         return f"{self.base}{path}?{urlencode(query)}"
@@ -44,7 +45,11 @@ class WebLinks:
 
     def vote(self, key: str, like: bool) -> str:
         """The 👍 (``like``) or 👎 link of one paper."""
-        token = sign(self.secret, vote_purpose(like), vote_subject(self.subscriber, key))
+        token = sign(self.secret, vote_purpose(like, self.public),
+                     vote_subject(self.subscriber, key))
+        if self.public:  # s=1: signed for a site page (anyone with the page's URL has it)
+            return self._url("vote", u=self.subscriber, p=key, v=LIKE if like else DISLIKE,
+                             s="1", t=token)
         return self._url("vote", u=self.subscriber, p=key, v=LIKE if like else DISLIKE,
                          t=token)
 

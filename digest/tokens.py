@@ -78,9 +78,10 @@ UNSUBSCRIBE = "unsubscribe"  # one subscriber's e-mail on or off (List-Unsubscri
 FEEDBACK = "feedback"  # one subscriber's feedback page: list and undo their votes
 
 
-def vote_purpose(like: bool) -> str:
-    """The purpose a vote token is signed for: a like and a dislike are different tokens."""
-    return "vote-like" if like else "vote-dislike"
+def vote_purpose(like: bool, public: bool = False) -> str:
+    """The purpose a vote token is signed for: a like and a dislike are different tokens,
+    and so are the links of public site pages (``public``), which lead to no feedback page."""
+    return ("site-" if public else "") + ("vote-like" if like else "vote-dislike")
 
 
 def vote_subject(name: str, key: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -88,7 +89,7 @@ HTML_HEADERS = (
                                 "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
     ("X-Frame-Options", "DENY"),
 )
-_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f-\x9f\\%]")
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f-\x9f\\%]")  # on the decoded text: C0, DEL, C1
 _LOG_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')  # all but printable ASCII; quotes
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -106,9 +107,14 @@ class Request:
         return str(self.environ.get("REQUEST_METHOD", "GET")).upper()
 
     @property
-    def path(self) -> str:
-        """SCRIPT_NAME + PATH_INFO: percent-decoded once, a latin-1 string of the bytes."""
-        return str(self.environ.get("SCRIPT_NAME", "")) + str(self.environ.get("PATH_INFO", ""))
+    def path(self) -> str | None:
+        """SCRIPT_NAME + PATH_INFO, percent-decoded once (by the server), as UTF-8 text; None
+        when its bytes are not UTF-8. (WSGI hands over the bytes as a latin-1 string.)"""
+        raw = str(self.environ.get("SCRIPT_NAME", "")) + str(self.environ.get("PATH_INFO", ""))
+        try:
+            return raw.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return None
 
     @property
     def query(self) -> str:
@@ -177,11 +183,11 @@ class StaticFile:
 
 
 def path_segments(path: str) -> list[str] | None:
-    """The segments of a request path, or None when any of them is unsafe.
+    """The segments of a request path (decoded text), or None when any of them is unsafe.
 
-    Unsafe: a backslash, a control character, a ``%`` left after the one decoding (double
-    encoding), an empty segment (but the last, after a trailing slash), ``.``, ``..`` or
-    any other segment starting with a dot (hidden files, ``.digest-tmp``).
+    Unsafe: a backslash, a C0 or C1 control character or DEL, a ``%`` left after the one
+    decoding (double encoding), an empty segment (but the last, after a trailing slash),
+    ``.``, ``..`` or any other segment starting with a dot (hidden files, ``.digest-tmp``).
     """
     if not path.startswith("/") or _UNSAFE_PATH.search(path):
         return None
@@ -206,10 +212,7 @@ class StaticFiles:
 
     def _target(self, segments: list[str]) -> tuple[Path, Path] | None:
         """(file or folder to look at, the folder it must stay in)."""
-        try:  # the path's bytes, as the file system names them
-            names = [s.encode("latin-1").decode("utf-8") for s in segments]
-        except UnicodeError:
-            return None
+        names = list(segments)
         if len(names) == 2 and names[0] == self.config.feeds_dir.name \
                 and names[1].endswith(".atom"):
             return self.config.feeds_dir / names[1], self.config.feeds_dir
@@ -506,7 +509,9 @@ class WebApp:
         self.renderer = renderer
         self.clock = clock
         self.log = log
-        self.mount = unquote_to_bytes(config.site_path.encode("utf-8")).decode("latin-1")
+        # the mount as a request path decodes (not UTF-8 once unquoted: it matches nothing)
+        self.mount = unquote_to_bytes(config.site_path.encode("utf-8")).decode(
+            "utf-8", "surrogateescape")
         self.files = StaticFiles(config)
         self.throttle = Throttle()
         self.names = frozenset(p.name for p in config.subscribers)
@@ -538,12 +543,12 @@ class WebApp:
 
     def respond(self, request: Request) -> Response:
         """Route one request under the mount."""
-        segments = path_segments(request.path)
-        if segments is None:
-            return plain_page(404, NOT_FOUND)
         path = request.path
+        segments = None if path is None else path_segments(path)
+        if path is None or segments is None:
+            return plain_page(404, NOT_FOUND)
         if path + "/" == self.mount:
-            return self.redirect(self.config.site_path)
+            return self.redirect(quote(self.mount, safe="/"))
         if not path.startswith(self.mount):
             return plain_page(404, NOT_FOUND)
         rel = path[len(self.mount):]
@@ -567,7 +572,7 @@ class WebApp:
         if request.method not in ("GET", "HEAD"):
             return self.not_allowed("GET, HEAD")
         if isinstance(found, str):
-            return self.redirect(quote(f"{self.mount}{rel}/", safe="/", encoding="latin-1"))
+            return self.redirect(quote(f"{self.mount}{rel}/", safe="/"))
         return self.file_response(request, found)
 
     def file_response(self, request: Request, file: StaticFile) -> Response:
@@ -690,8 +695,9 @@ class WebApp:
         name, key, token = query.get("u", ""), query.get("p", ""), query.get("t", "")
         direction = query.get("v", "")
         like = direction == LIKE
+        public = query.get("s") == "1"  # a link of a public site page: signed apart
         valid = direction in (LIKE, DISLIKE) and tokens.verify(
-            secret, tokens.vote_purpose(like), tokens.vote_subject(name, key), token)
+            secret, tokens.vote_purpose(like, public), tokens.vote_subject(name, key), token)
         self.check(request, valid, name)
         paper = self.paper(key)
         if paper is None:
@@ -706,8 +712,9 @@ class WebApp:
                 raise HttpError(404, "This paper is not in the digest's store.") from None
         return self.page("web_vote.html.j2", "Vote", name=name, paper=paper, like=like,
                          done=done, action=self.here("vote", u=name, p=key, v=direction,
-                                                     t=token),
-                         feedback=self.links(secret, name).feedback)
+                                                     **({"s": "1"} if public else {}), t=token),
+                         # whoever can see a site page can use its links: no vote history
+                         feedback=None if public else self.links(secret, name).feedback)
 
     def feedback(self, request: Request, query: dict[str, str], secret: bytes) -> Response:
         """GET: the reader's votes, newest first, each with undo; POST ``undo=KEY``."""
@@ -780,10 +787,23 @@ def serve(config: Config, *, host: str, port: int, threads: int, trusted_proxy: 
                                                             else port)
     for warning in _warnings(config):
         log(f"digest: warning: {warning}")
+    if not trusted_proxy and _loopback(host):
+        log("digest: note: behind a reverse proxy every client has the proxy's address (for "
+            "the bad-token limit and the log); pass --trusted-proxy ADDR")
     log(f"digest: serving {config.site} at http://{_url_host(host)}:{effective}"
         f"{config.site_path}")
     _run_until_signal(server.run, server.close)
     log("digest: stopped")
+
+
+def _loopback(host: str) -> bool:
+    """Whether the server listens on a loopback address only (as behind a reverse proxy)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _warnings(config: Config) -> list[str]:

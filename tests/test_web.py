@@ -8,6 +8,7 @@ real pipeline run produced; a few check the pure pieces of ``digest.web`` direct
 from __future__ import annotations
 
 import gzip
+import html
 import io
 import json
 import re
@@ -116,11 +117,13 @@ def write_dump(path: Path, hostile: bool = False) -> Path:
     return path
 
 
-def deploy(project: Project, clock: Clock, site_url: str = SITE) -> Project:
+def deploy(project: Project, clock: Clock, site_url: str = SITE,
+           feeds_dir: str = "feeds") -> Project:
     """The project after one real run (mail queued, not sent): store, feeds, site, secret."""
     project.write_config(SUBSCRIBERS, extra=EXTRA)
-    text = project.config_path.read_text(encoding="utf-8")
-    project.config_path.write_text(text.replace(SITE, site_url), encoding="utf-8")
+    text = project.config_path.read_text(encoding="utf-8").replace(SITE, site_url)
+    text = text.replace('feeds_dir = "feeds"', f'feeds_dir = "{feeds_dir}"')
+    project.config_path.write_text(text, encoding="utf-8")
     write_dump(project.inbox / "papers.json", hostile=True)
     run(project.config(), now=clock, send=False)
     clock.tick()
@@ -372,7 +375,8 @@ def test_private_folders_stay_private_even_inside_the_site(deployed: Project) ->
 @pytest.mark.parametrize(("path", "ok"), [
     ("/", True), ("/a/b.html", True), ("/a/", True), ("/a//b", False), ("/../x", False),
     ("/a/./b", False), ("/.hidden", False), ("/a\\b", False), ("/a%2e", False),
-    ("/a\x00", False), ("/a\x7f", False), ("relative", False), ("/caf\xc3\xa9.html", True),
+    ("/a\x00", False), ("/a\x7f", False), ("relative", False), ("/café.html", True),
+    ("/a\x85", False), ("/a\x9f", False), ("/日本/", True),
 ])
 def test_path_segments(path: str, ok: bool) -> None:
     assert (web.path_segments(path) is not None) == ok
@@ -538,6 +542,42 @@ def test_vote_links_are_checked(served: Served, deployed: Project,
     assert "&lt;script&gt;document.body.dataset.pwned = 1&lt;/script&gt;" in hostile.text
 
 
+def test_a_vote_link_of_a_public_page_leads_to_no_vote_history(
+        served: Served, deployed: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """Anyone who sees an issue page has its links: their vote pages never link the
+    reader's feedback page, and the tokens of the two kinds of links do not mix."""
+    (issue,) = sorted((deployed.config().site / "ana").glob("0001-*.html"))
+    page = get(served, f"/ana/{issue.name}")
+    assert page.status_code == 200
+    href = re.search(r'<a class="vote" href="([^"]*)" data-feedback="like">', page.text)
+    assert href is not None
+    target = local(html.unescape(href.group(1)))
+    query = parse_qs(urlsplit(target).query)
+    assert query["s"] == ["1"] and query["u"] == ["ana"] and query["v"] == ["like"]
+    key = query["p"][0]
+
+    shown = get(served, target)
+    assert shown.status_code == 200 and shown.text.count("<button") == 1
+    assert form_action(shown.text) == target
+    assert "feedback?" not in shown.text and "All your votes" not in shown.text
+    assert votes_of(capsys, deployed, "ana") == []
+    done = get(served, target, method="POST")
+    assert done.status_code == 200 and "more papers like this" in done.text
+    assert "feedback?" not in done.text
+    assert votes_of(capsys, deployed, "ana") == [(key, "like")]
+
+    links = links_of(deployed, "ana")
+    mailed = local(links.vote(key, True))
+    assert "s=1" not in mailed
+    for bad in (mailed + "&s=1", target.replace("&s=1", ""), target.replace("s=1", "s=0")):
+        for method in ("GET", "POST"):
+            assert get(served, bad, method=method).status_code == 400, (bad, method)
+    mail_page = get(served, mailed)
+    assert mail_page.status_code == 200
+    assert local(links.feedback).replace("&", "&amp;") in mail_page.text
+    assert votes_of(capsys, deployed, "ana") == [(key, "like")]
+
+
 def ranked(capsys: pytest.CaptureFixture[str], project: Project,
            dump: Path) -> list[dict[str, Any]]:
     code, out, err = cli(capsys, "rank", str(dump), "--config", str(project.config_path),
@@ -605,6 +645,7 @@ def test_a_burst_of_bad_tokens_is_slowed_per_forwarded_address(
         line = served.wait_for(r'^198\.51\.100\.4 .*"POST /unsubscribe')
         assert COMBINED.match(line)
         assert served.wait_for(r'^203\.0\.113\.9 .*" 429 ')
+        assert "--trusted-proxy ADDR" not in served.log()  # it was given
     assert mail_of(capsys, deployed, "ana") == "unsubscribed"
 
 
@@ -617,6 +658,8 @@ def test_without_a_trusted_proxy_forwarded_headers_are_ignored(deployed: Project
         assert get(served, bad, headers={"X-Forwarded-For": "192.0.2.200"}).status_code == 429
         served.wait_for(r'^127\.0\.0\.1 .*" 429 ')
         assert not any(line.startswith("192.0.2.") for line in served.log)
+        notes = [line for line in served.log if "--trusted-proxy ADDR" in line]
+        assert len(notes) == 1 and notes[0].startswith("digest: note: behind a reverse proxy")
 
 
 def test_the_throttle_window_passes_and_its_table_is_bounded() -> None:
@@ -754,6 +797,33 @@ def test_a_site_under_a_path_is_served_only_there(project: Project, clock: Clock
                    data={"List-Unsubscribe": "One-Click"})
         assert form_action(done.text).startswith("/papers/resubscribe?")
     assert mail_of(capsys, project, "ana") == "unsubscribed"
+
+
+def test_a_site_under_a_non_ascii_path_with_non_ascii_feeds(project: Project,
+                                                            clock: Clock) -> None:
+    deploy(project, clock, site_url="https://x.example/日本/", feeds_dir="фиды")
+    config = project.config()
+    assert config.site_path == "/日本/" and config.feeds_dir.name == "фиды"
+    mount, feeds = "/%E6%97%A5%E6%9C%AC/", "%D1%84%D0%B8%D0%B4%D1%8B"
+    with serving(project.config_path) as served:
+        assert served.base.endswith("/日本/")
+        index = get(served, mount)
+        assert index.status_code == 200
+        assert index.content == (config.site / "index.html").read_bytes()
+        feed = get(served, f"{mount}{feeds}/ana.atom")
+        assert feed.status_code == 200
+        assert feed.content == (config.feeds_dir / "ana.atom").read_bytes()
+        moved = get(served, mount.rstrip("/"))
+        assert moved.status_code == 301 and moved.headers["location"] == mount
+        assert get(served, f"{mount}ana").headers["location"] == f"{mount}ana/"
+        links = WebLinks("https://x.example/日本/", secret_of(project), "ana")
+        page = get(served, local(links.unsubscribe).replace("/日本/", mount))
+        assert page.status_code == 200 and form_action(page.text) == local(links.unsubscribe)
+        for bad in (f"{mount}%c2%85", f"{mount}%c2%85index.html", f"{mount}%ff",
+                    f"{mount}{feeds}/ana.atom%ff", "/%E6%97%A5%E6%9C/", "/"):
+            assert get(served, bad).status_code == 404, bad
+        status, _ = raw_socket(served, f"GET {mount}\xc2\x85 HTTP/1.1".encode("latin-1"))
+        assert status in (400, 404)
 
 
 @pytest.mark.parametrize(("target", "logged"), [
