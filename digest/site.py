@@ -11,11 +11,17 @@ other by relative URLs, so the folder works on any static host and from file://:
     site/<name>/<NNNN>-<YYYY-MM-DD>.html    one issue (the stem of its data/digests files)
 
 A run renders the index, the stylesheet, the archives of who got an issue and the issue
-pages missing on disk (with the page before each, whose "next" link changes), so its cost
-does not grow with the history. When the fingerprint of what shapes every page (templates,
-site URL, title, intro, subscribers, the link key) differs from the one in the store's
-meta, or on ``digest build-site``, every page is rendered. A file is only written when its
-bytes change. Pages of subscribers no longer configured are left as they are.
+pages missing on disk (with the page before each, whose "next" link changes): the issue
+pages it renders do not grow with the history, but an archive lists (and reads the matched
+keywords of) every issue of its subscriber, so that part does. The store's meta keeps a
+fingerprint of what shapes the pages, in two parts: a global one (templates, version, site
+URL, title, intro, time zone, feeds folder, the link key) and one per subscriber (name,
+feed, keywords, excludes). When the global part differs, or on ``digest build-site``,
+every page is rendered; when only a subscriber's part differs, every page of theirs. A
+subscriber's full render removes the issue pages in their folder that are no longer one of
+theirs (a time zone change renames them); other files there are left alone. A file is only
+written when its bytes change. Pages of subscribers no longer configured are left as they
+are.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -47,6 +54,7 @@ from .tokens import load_secret, sign
 
 FINGERPRINT_KEY = "site_fingerprint"  # store meta: what the pages on disk were made with
 TOP_TERMS = 3  # keywords shown per issue in an archive
+ISSUE_PAGE = re.compile(r"\d{4}-\d{4}-\d{2}-\d{2}\.html")  # what a full render may remove
 
 
 @dataclass(slots=True)
@@ -56,6 +64,7 @@ class SiteReport:
     folder: Path
     written: list[str] = field(default_factory=list)
     unchanged: int = 0
+    removed: list[str] = field(default_factory=list)  # issue pages no longer current
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +123,32 @@ def top_terms(terms: Sequence[str], n: int = TOP_TERMS) -> tuple[str, ...]:
     return tuple(sorted(counts, key=lambda t: (-counts[t], t.casefold()))[:n])
 
 
-def fingerprint(config: Config, renderer: Renderer, secret: bytes | None) -> str:
-    """A hash of everything that shapes every page; when it changes, all pages are redone."""
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What the pages were made with: ``common`` shapes every page, ``readers`` one hash
+    per subscriber for what shapes only theirs."""
+
+    common: str
+    readers: dict[str, str]
+
+    def dump(self) -> str:
+        return json.dumps({"global": self.common, "readers": self.readers}, sort_keys=True)
+
+    @classmethod
+    def load(cls, text: str | None) -> Fingerprint | None:
+        """The stored fingerprint; None if absent or unreadable (an old plain hash)."""
+        try:
+            found = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(found, dict) or not isinstance(found.get("global"), str) or \
+                not isinstance(found.get("readers"), dict):
+            return None
+        return cls(found["global"], {str(k): str(v) for k, v in found["readers"].items()})
+
+
+def fingerprint(config: Config, renderer: Renderer, secret: bytes | None) -> Fingerprint:
+    """Hashes of what shapes every page, and of what shapes each subscriber's pages."""
     override: dict[str, str] = {}
     if config.templates is not None and config.templates.is_dir():
         for path in sorted(config.templates.rglob("*")):
@@ -128,12 +161,14 @@ def fingerprint(config: Config, renderer: Renderer, secret: bytes | None) -> str
         "override": override,
         "site_url": config.site_url, "title": config.title, "intro": config.intro,
         "timezone": config.timezone, "feeds": config.feeds_dir.name,
-        "subscribers": [[p.name, p.feed, [[k.term, k.weight] for k in p.keywords],
-                         [k.term for k in p.exclude]] for p in config.subscribers],
         # The vote links' key (as a MAC of a constant: the hash reveals nothing of it).
-        "links": sign(secret, "site", "fingerprint") if secret and config.site_url else None,
+        "links": sign(secret, "site", "fingerprint, public links")
+        if secret and config.site_url else None,
     }
-    return _sha(json.dumps(parts, sort_keys=True).encode())
+    readers = {p.name: _sha(json.dumps(
+        [p.name, p.feed, [[k.term, k.weight] for k in p.keywords], [k.term for k in p.exclude]]
+    ).encode()) for p in config.subscribers}
+    return Fingerprint(_sha(json.dumps(parts, sort_keys=True).encode()), readers)
 
 
 def _sha(data: bytes) -> str:
@@ -167,8 +202,9 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     report = SiteReport(config.site)
     out = _Writer(report)
     mark = fingerprint(config, renderer, secret)
-    stored = store.meta(FINGERPRINT_KEY) if store is not None else None
-    full = full or stored != mark
+    stored_text = store.meta(FINGERPRINT_KEY) if store is not None else None
+    stored = Fingerprint.load(stored_text)
+    full = full or stored is None or stored.common != mark.common
     latest = store.latest_issues() if store is not None else {}
     out.put("site.css", renderer.page("_site.css", {}))
     out.put("favicon.svg", renderer.source("_favicon.svg"))
@@ -178,7 +214,8 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
         last = latest.get(name)
         if store is None or last is None:
             continue  # no issue yet: no pages (the index says so)
-        if not (full or subscribers is None or name in subscribers) and \
+        redo = full or stored is None or stored.readers.get(name) != mark.readers[name]
+        if not (redo or subscribers is None or name in subscribers) and \
                 (folder / "index.html").is_file() and (folder / _page(last, zone)).is_file():
             continue  # nothing new for them, and their pages are there
         issues = store.issues(name)
@@ -191,15 +228,22 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
                                                     names, zone))
         todo: set[int] = set()
         for n, page in enumerate(names):
-            if full or page not in on_disk:
+            if redo or page not in on_disk:
                 todo.update((n, n - 1) if n else (n,))  # the one before gains a "next" link
-        links = links_for(config.site_url, secret, name)
+        if redo:  # pages renamed (another time zone) would linger with valid vote links
+            for old in sorted(on_disk - set(names)):
+                if ISSUE_PAGE.fullmatch(old):
+                    with contextlib.suppress(FileNotFoundError):
+                        (folder / old).unlink()
+                        report.removed.append(str(folder / old))
+        found = links_for(config.site_url, secret, name)  # public: no feedback-page link
+        links = WebLinks(found.base, found.secret, name, public=True) if found else None
         for n in sorted(todo):
             out.put(f"{name}/{names[n]}", _issue_page(config, renderer, store, profile, issues,
                                                       names, n, zone, links))
-    if store is not None and stored != mark:
+    if store is not None and stored_text != mark.dump():
         with contextlib.suppress(StoreError, sqlite3.Error):  # a read-only store: next time
-            store.set_meta(FINGERPRINT_KEY, mark)
+            store.set_meta(FINGERPRINT_KEY, mark.dump())
     return report
 
 

@@ -256,6 +256,80 @@ def test_a_changed_template_or_title_rebuilds_every_page(readers: Project,
     assert all("Lab papers" in p.read_text(encoding="utf-8") for p in pages)
 
 
+def test_a_changed_reader_rebuilds_only_their_pages_and_the_index(readers: Project,
+                                                                  clock: Clock) -> None:
+    site = two_runs(readers, clock)
+    (site / "ana" / "0001-2026-11-23.html").write_text("stale")  # redone only if rendered
+    (site / "all" / "0001-2026-11-23.html").write_text("stale")
+    others = tree_state(site / "all")
+    readers.write_config(READERS.replace('["CLIP", "medical"]', '["CLIP", "medical", "speech"]'),
+                         extra=EXTRA)
+    report = run(readers.config(), now=clock)
+    assert not report.digests  # nothing new: ana's fingerprint alone asks for her pages
+    written = {Path(p).relative_to(site).as_posix() for p in report.site_written}
+    assert written <= {"index.html", "ana/index.html", *(
+        f"ana/{p.name}" for p in issue_pages(site, "ana"))}
+    assert {"index.html", "ana/0001-2026-11-23.html"} <= written
+    assert "speech" in (site / "ana" / "0001-2026-11-23.html").read_text()
+    assert tree_state(site / "all") == others  # not rendered: still stale, same mtime
+    clock.tick()
+    assert run(readers.config(), now=clock).site_written == []  # the new parts are stored
+    # A new reader renders nobody else's pages either (their own come with an issue).
+    kept = tree_state(site)
+    readers.write_config(READERS.replace('["CLIP", "medical"]', '["CLIP", "medical", "speech"]')
+                         + '\n[[subscribers]]\nname = "cy"\nkeywords = ["robot"]\n',
+                         extra=EXTRA)
+    report = run(readers.config(), now=clock)
+    assert [Path(p).relative_to(site).as_posix() for p in report.site_written] == ["index.html"]
+    assert {k: v for k, v in tree_state(site).items() if k != "index.html"} == \
+        {k: v for k, v in kept.items() if k != "index.html"}
+
+
+def test_an_old_plain_fingerprint_means_everything_changed(readers: Project,
+                                                          clock: Clock) -> None:
+    site = two_runs(readers, clock)
+    config = readers.config()
+    store = Store.open(config.store_path)
+    mark = store.meta(FINGERPRINT_KEY)
+    assert mark and set(json.loads(mark)) == {"global", "readers"}
+    store.set_meta(FINGERPRINT_KEY, "0" * 64)  # what an older version stored
+    store.close()
+    for path in site.rglob("*.html"):
+        path.write_text("stale")
+    run(config, now=clock)
+    assert not [p for p in site.rglob("*.html") if p.read_text() == "stale"]
+    store = Store.open(config.store_path)
+    assert store.meta(FINGERPRINT_KEY) == mark
+    store.close()
+
+
+def test_renamed_issue_pages_leave_nothing_stale_behind(readers: Project,
+                                                       clock: Clock) -> None:
+    site = two_runs(readers, clock)
+    mine = site / "ana" / "notes.html"
+    mine.write_text("mine")
+    odd = site / "ana" / "0001-2026-11-23.html.bak"
+    odd.write_text("mine too")
+    readers.write_config(READERS, extra='timezone = "Pacific/Honolulu"\n' + EXTRA)
+    report = run(readers.config(), now=clock)
+    assert not report.digests
+    for name in ("ana", "all"):
+        assert [p.name for p in issue_pages(site, name)] == ["0001-2026-11-22.html",
+                                                             "0002-2026-11-22.html"]
+    assert mine.read_text() == "mine" and odd.read_text() == "mine too"
+    assert sorted(p.name for p in (site / "ana").iterdir()) == [
+        "0001-2026-11-22.html", "0001-2026-11-23.html.bak", "0002-2026-11-22.html",
+        "index.html", "notes.html"]
+    stale = site / "all" / "0007-2026-11-23.html"  # build-site removes them too, and says so
+    stale.write_text("old")
+    rebuilt = build(readers.config())
+    assert rebuilt.removed == [str(stale)] and not stale.exists() and mine.is_file()
+    for path in site.rglob("*.html"):
+        for href in page(path).hrefs:
+            if not urlsplit(href).scheme:
+                assert (path.parent / href).resolve().is_file(), (path, href)
+
+
 def test_a_read_only_store_builds_every_page_and_keeps_its_meta(readers: Project,
                                                                clock: Clock) -> None:
     site = two_runs(readers, clock)
@@ -367,7 +441,8 @@ def test_vote_links_in_the_mail_the_digest_files_and_the_issue_pages(
     plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
     assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)
 
-    def votes(anchors: list[dict[str, str]]) -> dict[tuple[str, bool], str]:
+    def votes(anchors: list[dict[str, str]],
+              public: bool = False) -> dict[tuple[str, bool], str]:
         found: dict[tuple[str, bool], str] = {}
         for a in anchors:
             if "data-feedback" not in a:
@@ -376,12 +451,13 @@ def test_vote_links_in_the_mail_the_digest_files_and_the_issue_pages(
             like = a["data-feedback"] == "like"
             assert a["data-feedback"] in ("like", "dislike")
             assert query["u"] == ["ana"] and query["v"] == [a["data-feedback"]]
-            key = query["p"][0]
+            assert query.get("s") == (["1"] if public else None)  # s=1: a site page's link
+            key, token = query["p"][0], query["t"][0]
+            subject = tokens.vote_subject("ana", key)
             assert (key, like) not in found, "two links for one paper and direction"
-            assert tokens.verify(secret, tokens.vote_purpose(like),
-                                 tokens.vote_subject("ana", key), query["t"][0])
-            assert not tokens.verify(secret, tokens.vote_purpose(not like),
-                                     tokens.vote_subject("ana", key), query["t"][0])
+            assert tokens.verify(secret, tokens.vote_purpose(like, public), subject, token)
+            for other in ((not like, public), (like, not public), (not like, not public)):
+                assert not tokens.verify(secret, tokens.vote_purpose(*other), subject, token)
             found[(key, like)] = a["href"]
         return found
 
@@ -406,13 +482,15 @@ def test_vote_links_in_the_mail_the_digest_files_and_the_issue_pages(
     assert "Your votes: <https://digest.example.org/feedback?" in text
 
     (on_site,) = issue_pages(config.site, "ana")
-    assert votes(page(on_site).anchors) == mailed  # the same links on the issue page
+    public = votes(page(on_site).anchors, public=True)  # public links on the issue page
+    assert set(public) == set(mailed) and not set(public.values()) & set(mailed.values())
+    assert all(h.startswith("https://digest.example.org/vote?") for h in public.values())
     (local,) = (config.digests_dir / "ana").glob("*.html")
     assert votes(page(local).anchors) == mailed  # and in the digest file
     assert "unsubscribe" not in local.read_text() and "unsubscribe" not in on_site.read_text()
 
 
-@pytest.mark.parametrize("site_dir", ["data", "."])
+@pytest.mark.parametrize("site_dir", ["data", ".", "data/site"])
 def test_a_site_folder_holding_the_data_or_the_config_is_refused(project: Project,
                                                                  site_dir: str) -> None:
     project.write_config(READERS, extra=f'site_dir = "{site_dir}"\n' + EXTRA)
