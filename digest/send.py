@@ -53,6 +53,7 @@ class SendReport:
     retrying: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     not_due: int = 0
+    cancelled: list[str] = field(default_factory=list)  # unsubscribed while the pass ran
 
 
 class _Lost(Exception):
@@ -309,6 +310,10 @@ def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True
                 if wait > 0:
                     sleep(wait)
                 last = time.monotonic()
+            if not store.is_pending(d.id):  # unsubscribed (e.g. on the web) since we read it
+                report.cancelled.append(d.message_id)
+                say(f"not sent {d.subscriber} issue {d.issue}: cancelled meanwhile")
+                continue
             try:
                 _send_one(client, smtp, d)
             except _Refused as exc:

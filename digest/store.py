@@ -580,9 +580,10 @@ class Store:
 
     def latest_issues(self) -> dict[str, IssueRecord]:
         """Each subscriber's newest issue (subscribers with none are left out)."""
-        rows = self.conn.execute(
-            f"SELECT {self._ISSUE_COLUMNS} FROM issues i WHERE number = (SELECT max(number)"
-            " FROM issues j WHERE j.subscriber = i.subscriber)")
+        columns = ", ".join(f"i.{c.strip()}" for c in self._ISSUE_COLUMNS.split(","))
+        rows = self.conn.execute(  # one index look-up per subscriber, whatever the history
+            f"SELECT {columns} FROM subscribers s JOIN issues i ON i.subscriber = s.name"
+            " AND i.number = s.last_issue")
         return {r[1]: self._issue(r) for r in rows}
 
     def issue_items(self, issue_id: int) -> list[Ranked]:
@@ -779,6 +780,13 @@ class Store:
         rows = self.conn.execute(f"{self._DELIVERY} WHERE o.status IN ({marks}) ORDER BY o.id",
                                  tuple(statuses))
         return [self._delivery(tuple(r)) for r in rows]
+
+    def is_pending(self, delivery_id: int) -> bool:
+        """True while the message is still to be sent (not cancelled by an unsubscribe made
+        since the sender read the queue)."""
+        row = self.conn.execute("SELECT status FROM outbox WHERE id = ?",
+                                (delivery_id,)).fetchone()
+        return bool(row and row[0] == "pending")
 
     def mark_sent(self, delivery_id: int, now: datetime) -> None:
         """The server accepted the message: commit that at once."""

@@ -246,3 +246,27 @@ def test_failed_mail_to_an_address_the_config_has_since_changed_stays_failed(
     assert "addressed to ana@example.org and the config now says ana@example.net" in \
         kept["reason"]
     assert server.recorder.received and received_ids(server, "ana@example.org") == []
+
+
+def test_an_unsubscribe_during_a_send_pass_stops_the_mail_not_yet_sent(
+        mailing: Project, server: Server, clock: Clock, shared_dumps: list[Path]) -> None:
+    """The web unsubscribes without the run lock: a pass that read the queue before must
+    re-check each message right before sending it, and leave it cancelled."""
+    queued(mailing, shared_dumps, clock)
+    config = mailing.config()
+    first = delivery(mailing, "ana")
+    later = delivery(mailing, "bo")
+    assert first.id < later.id  # ana goes first
+
+    def on_progress(line: str) -> None:
+        if line.startswith("sent") and "ana" in line:
+            from digest.subscriptions import set_mail
+            set_mail(config, ["bo"], stop=True, now=clock())
+
+    report, _ = send_pending(config, now=clock, progress=on_progress)
+    assert first.message_id in report.sent
+    assert later.message_id in report.cancelled and later.message_id not in report.sent
+    assert received_ids(server, "bo@example.org") == []
+    assert received_ids(server, "ana@example.org") == [first.message_id]
+    after = delivery(mailing, "bo")
+    assert after.status == "failed" and after.last_error == "unsubscribed before delivery"
