@@ -733,6 +733,12 @@ def _check_site(check: _Checker, config: Config) -> None:
                       f"{config.site} would publish the {what} ({path}) with the site; use a "
                       "folder of its own, such as \"site\"")
             return
+    data = config.data_dir.resolve()
+    if site.is_relative_to(data):  # the server never serves the data folder: nor its pages
+        check.add("digest", None, "site_dir",
+                  f"{config.site} is inside data_dir ({data}), which is never published; use "
+                  "a folder outside it, such as \"site\"")
+        return
     if config.feeds_dir.resolve() == site:
         check.add("digest", None, "site_dir", f"{config.site} is also feeds_dir; give the feeds "
                   "a folder of their own (inside the site is fine, e.g. \"site/feeds\")")

@@ -154,4 +154,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (paper_id, model)
     ) WITHOUT ROWID;
     """,
+    # 6: the listing dates of a run's dumps (each issue page asks) by index, not by a scan
+    """
+    CREATE INDEX dumps_run ON dumps(run_id);
+    """,
 )
