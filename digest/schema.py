@@ -158,4 +158,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX dumps_run ON dumps(run_id);
     """,
+    # 7: what publishing reads again and again, kept once: each issue's matched keywords
+    # (filled for older issues from issue_items by store.py, in the migration's
+    # transaction) and the rendered HTML of each feed entry (valid while ``source``, a hash
+    # of what made it, still matches; rows fall away as entries leave the feed's window)
+    """
+    ALTER TABLE issues ADD COLUMN terms TEXT;
+    CREATE TABLE feed_entries (
+        subscriber TEXT NOT NULL,
+        issue_id INTEGER NOT NULL REFERENCES issues(id),
+        rank INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        html TEXT NOT NULL,
+        PRIMARY KEY (subscriber, issue_id, rank)
+    ) WITHOUT ROWID;
+    CREATE INDEX issue_items_paper ON issue_items(paper_id);
+    """,
 )

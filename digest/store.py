@@ -5,7 +5,10 @@ Invariants:
 * ingesting one dump is one transaction: all of its papers and sightings or none;
 * ``papers.first_run`` orders papers by the run that first saw them, so "new since
   a subscriber's last digest" is an index range scan, never a read of the store;
-* recording a digest issue and advancing the subscriber's cursor is one transaction.
+* recording a digest issue and advancing the subscriber's cursor is one transaction;
+  the issue's matched keywords (``issues.terms``) are kept in it;
+* ``snapshot`` (preview, status) reads the file in place and keeps its writes in memory;
+* a kept feed entry (``feed_entries``) is used only while the hash of what made it holds.
 """
 
 from __future__ import annotations
@@ -137,6 +140,23 @@ def _ranked_from(paper: Paper, score: float, explained: str, rank: int) -> Ranke
                   tuple(found.get("similar", ())), bool(found.get("learned", False)))
 
 
+_TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
+
+
+def _item_terms(item: Ranked) -> list[str]:
+    """The keywords one ranked paper matched, each once (interest-sentence words are not
+    keywords and are left out): what an issue's ``terms`` column lists, paper by paper."""
+    return list(dict.fromkeys(m.via or m.term for m in item.matches if m.via != INTEREST))
+
+
+def _json_terms(explained: str) -> list[str]:
+    """``_item_terms`` of a stored explanation (``issue_items.matches``)."""
+    found = json.loads(explained)
+    matches = found if isinstance(found, list) else found.get("matches", [])
+    return list(dict.fromkeys(str(m[5] or m[0]) for m in matches
+                              if len(m) < 6 or m[5] != INTEREST))
+
+
 def _json_strings(value: object) -> tuple[str, ...]:
     """A stored JSON list of strings; what an older version stored oddly reads as empty."""
     try:
@@ -203,32 +223,64 @@ class Store:
 
     @classmethod
     def snapshot(cls, path: Path) -> Store:
-        """An in-memory copy of the store at ``path`` (empty if absent); the file is untouched.
+        """The store at ``path`` as preview and status see it: readable and writable, with
+        nothing written anywhere (empty if absent); the file is untouched.
 
-        Used by preview: the whole pipeline runs against the copy and nothing reaches disk.
+        A store of the current schema is read in place (``_Overlay``: the file is attached
+        read-only and what is written goes to memory), so memory follows what is read, not
+        the store's size. A store of an older schema is copied into memory and migrated
+        there. A live WAL (another process has the store open) is read from a private copy
+        of the file and its WAL, since reading through a WAL touches its -shm file.
         """
-        memory = sqlite3.connect(":memory:", isolation_level=None)
         wal = path.with_name(path.name + "-wal")
+        tmp: tempfile.TemporaryDirectory[str] | None = None
         try:
-            if path.exists() and wal.exists():
-                # Reading through a WAL touches its -shm file: read a private copy instead.
-                with tempfile.TemporaryDirectory(prefix="digest-preview-") as tmp:
-                    copy = Path(tmp) / path.name
-                    shutil.copyfile(path, copy)
-                    shutil.copyfile(wal, Path(tmp) / wal.name)
-                    source = sqlite3.connect(copy)
-                    source.backup(memory)
-                    source.close()
-            elif path.exists():  # immutable=1: read without creating -wal or -shm files
-                source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1",
-                                         uri=True)
-                source.backup(memory)
-                source.close()
+            if not path.exists():
+                return cls._in_memory(None, path)
+            source = path
+            if wal.exists():
+                tmp = tempfile.TemporaryDirectory(prefix="digest-preview-")
+                source = Path(tmp.name) / path.name
+                shutil.copyfile(path, source)
+                shutil.copyfile(wal, Path(tmp.name) / wal.name)
+                copy = sqlite3.connect(source)  # our copy: fold its WAL into the file
+                copy.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                copy.close()
+            uri = f"{source.resolve().as_uri()}?mode=ro&immutable=1"
+            probe = sqlite3.connect(uri, uri=True)
+            try:
+                version = int(probe.execute("PRAGMA user_version").fetchone()[0])
+                if version < len(MIGRATIONS):
+                    return cls._in_memory(probe, path)
+            finally:
+                probe.close()
+            if version > len(MIGRATIONS):
+                return cls._in_memory(None, path, version)  # says so, as open does
+            store = _Overlay.attach(uri, str(path), tmp)
+            tmp = None  # the overlay owns it now
+            return store
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot read the store: {exc}") from None
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+    @classmethod
+    def _in_memory(cls, source: sqlite3.Connection | None, path: Path,
+                   version: int = 0) -> Store:
+        """A copy of ``source`` (or an empty store) in memory, migrated there."""
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        if source is not None:
+            source.backup(memory)
+        elif version:
+            memory.execute(f"PRAGMA user_version = {version}")
         memory.execute("PRAGMA foreign_keys=ON")
         store = cls(memory, str(path))
-        store._migrate()
+        try:
+            store._migrate()
+        except StoreError:
+            memory.close()
+            raise
         return store
 
     @classmethod
@@ -290,7 +342,20 @@ class Store:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
+                if number + 1 == _TERMS_MIGRATION:  # what SQL alone cannot fill in
+                    self._fill_issue_terms()
                 self.conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _fill_issue_terms(self) -> None:
+        """Every issue's matched keywords from its items (migration 7, in its transaction)."""
+        rows = self.conn.execute("SELECT issue_id, matches FROM issue_items"
+                                 " ORDER BY issue_id, rank")
+        terms: dict[int, list[str]] = {}
+        for issue_id, explained in rows:
+            terms.setdefault(int(issue_id), []).extend(_json_terms(explained))
+        self.conn.executemany("UPDATE issues SET terms = ? WHERE id = ?",
+                              [(json.dumps(t), i) for i, t in terms.items()])
+        self.conn.execute("UPDATE issues SET terms = '[]' WHERE terms IS NULL")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -434,8 +499,9 @@ class Store:
             return int(cur.lastrowid or 0), not paper.revision
         # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
         # abstract replaces a shorter one, and the embedding of the old text goes with it.
-        if self.conn.execute("SELECT length(abstract) < ? FROM papers WHERE id = ?",
-                             (len(paper.abstract), existing)).fetchone()[0]:
+        before = self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
+                                   (existing,)).fetchone()
+        if len(str(before[2])) < len(paper.abstract):
             self.conn.execute("DELETE FROM vectors WHERE paper_id = ?", (existing,))
         self.conn.execute(
             "UPDATE papers SET"
@@ -459,7 +525,23 @@ class Store:
              "names": json.dumps(list(paper.author_names)), "summary": paper.summary,
              "version": paper.version},
         )
+        if self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
+                             (existing,)).fetchone() != before:
+            self._paper_changed(existing)
         return existing, False
+
+    def _paper_changed(self, paper_id: int) -> None:
+        """A stored paper's text changed: the feed entries kept of it are stale, and the
+        feeds that show it must be built again (their ``feed_fingerprint:`` meta goes)."""
+        if len(MIGRATIONS) < _TERMS_MIGRATION:  # a schema before feed entries were kept
+            return
+        self.conn.execute(
+            "DELETE FROM meta WHERE key IN (SELECT 'feed_fingerprint:' || fe.subscriber"
+            " FROM issue_items ii JOIN feed_entries fe ON fe.issue_id = ii.issue_id AND"
+            " fe.rank = ii.rank WHERE ii.paper_id = ?)", (paper_id,))
+        self.conn.execute("DELETE FROM feed_entries WHERE (issue_id, rank) IN"
+                          " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
+                          (paper_id,))
 
     def paper_count(self) -> int:
         """How many distinct papers the store has seen."""
@@ -527,10 +609,12 @@ class Store:
                                  "was being made (is another digest running?); run again")
             cur = conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
-                " new_papers, matched, markdown_path, html_path)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, number, from_run, to_run, _ts(generated_at), new_papers, len(items),
-                 paths[0], paths[1]))
+                " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?)", (name, number, from_run, to_run, _ts(generated_at), new_papers,
+                           len(items), paths[0], paths[1]))
+            if len(MIGRATIONS) >= _TERMS_MIGRATION:
+                conn.execute("UPDATE issues SET terms = ? WHERE id = ?", (json.dumps(
+                    [t for r in items for t in _item_terms(r)]), cur.lastrowid))
             issue_id = cur.lastrowid
             conn.executemany(
                 "INSERT INTO issue_items (issue_id, rank, paper_id, score, matches)"
@@ -601,18 +685,67 @@ class Store:
 
     def issue_terms(self, name: str) -> dict[int, list[str]]:
         """Issue number -> the keywords its papers matched (each once per paper, as
-        ``Ranked.terms``; interest-sentence words are not keywords and are left out)."""
+        ``Ranked.terms``; interest-sentence words are not keywords and are left out).
+
+        One row per issue: the list is kept with the issue when it is recorded.
+        """
+        rows = self.conn.execute("SELECT number, terms FROM issues WHERE subscriber = ?"
+                                 " ORDER BY number", (name,))
+        return {int(number): [str(t) for t in json.loads(terms or "[]") if isinstance(t, str)]
+                for number, terms in rows}
+
+    def issue_terms_from_items(self, name: str) -> dict[int, list[str]]:
+        """``issue_terms`` worked out from every matched paper of the reader's history
+        (what it read before the terms were kept; tests and benches compare the two)."""
         rows = self.conn.execute(
             "SELECT i.number, ii.matches FROM issues i JOIN issue_items ii ON ii.issue_id = i.id"
             " WHERE i.subscriber = ? ORDER BY i.number, ii.rank", (name,))
         out: dict[int, list[str]] = {}
         for number, explained in rows:
-            found = json.loads(explained)
-            matches = found if isinstance(found, list) else found.get("matches", [])
-            terms = dict.fromkeys(str(m[5] or m[0]) for m in matches
-                                  if len(m) < 6 or m[5] != INTEREST)
-            out.setdefault(int(number), []).extend(terms)
+            out.setdefault(int(number), []).extend(_json_terms(explained))
         return out
+
+    def feed_sources(self, name: str, limit: int) -> list[tuple[object, ...]]:
+        """The issue rows behind a reader's feed window (issue id, rank, paper id, score,
+        explanation), newest first: what ``feed_items`` reads, papers aside (a paper's
+        change is told by ``_paper_changed``)."""
+        return [tuple(r) for r in self.conn.execute(
+            "SELECT i.id, ii.rank, ii.paper_id, ii.score, ii.matches FROM issues i"
+            " JOIN issue_items ii ON ii.issue_id = i.id WHERE i.subscriber = ?"
+            " ORDER BY i.number DESC, ii.rank ASC LIMIT ?", (name, limit))]
+
+    def feed_window(self, name: str, limit: int
+                    ) -> list[tuple[int, Ranked, tuple[object, ...], tuple[str, str] | None]]:
+        """``feed_items`` with, for each item, its issue id, its stored row as read (to
+        hash) and the (source, html) of its entry kept before, if any."""
+        rows = self.conn.execute(
+            f"SELECT {_PAPER_COLUMNS}, ii.score, ii.matches, ii.rank, i.id, fe.source, fe.html"
+            " FROM issues i JOIN issue_items ii ON ii.issue_id = i.id"
+            " JOIN papers p ON p.id = ii.paper_id LEFT JOIN feed_entries fe"
+            " ON fe.subscriber = i.subscriber AND fe.issue_id = i.id AND fe.rank = ii.rank"
+            " WHERE i.subscriber = ? ORDER BY i.number DESC, ii.rank ASC LIMIT ?",
+            (name, limit))
+        out = []
+        for row in rows:
+            score, matches_json, rank, issue_id, source, html = row[_N_PAPER_COLUMNS:]
+            out.append((int(issue_id), _ranked_from(_paper_from_row(row), float(score),
+                                                    matches_json, int(rank)),
+                        tuple(row[:-2]), None if html is None else (str(source), str(html))))
+        return out
+
+    def keep_feed_entries(self, name: str, entries: Iterable[tuple[int, int, str, str]], *,
+                          oldest: int | None, meta: tuple[str, str]) -> None:
+        """Keep a reader's rendered feed entries ((issue id, rank, source hash, html)) and
+        the meta setting saying what the feed was built from, in one transaction; rows of
+        issues older than ``oldest`` (the oldest issue in the feed's window) are dropped."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM feed_entries WHERE subscriber = ? AND issue_id < ?",
+                         (name, oldest if oldest is not None else 1 << 62))
+            conn.executemany("INSERT OR REPLACE INTO feed_entries (subscriber, issue_id, rank,"
+                             " source, html) VALUES (?, ?, ?, ?, ?)",
+                             [(name, i, r, src, h) for i, r, src, h in entries])
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                         " DO UPDATE SET value = excluded.value", meta)
 
     def paper(self, key: str) -> Paper | None:
         """The stored paper a key names (by the key, its arXiv id or its title), or None."""
@@ -913,3 +1046,156 @@ class Store:
     def integrity_ok(self) -> bool:
         """PRAGMA integrity_check says ok."""
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+class _Overlay(Store):
+    """A store read in place and written in memory (``Store.snapshot``; nothing reaches disk).
+
+    The file is attached read-only as ``disk``; ``main`` is an in-memory database holding
+    the tables a preview writes (``_WRITTEN``), so unqualified names find those in memory
+    and every other table (issues, their items, the outbox, votes) on disk, read-only. The
+    small tables are copied whole; papers, their vectors and dumps are copied in only when
+    a query could touch them (``_fault``), so memory follows the papers read, not the store.
+    Every method that reads papers faults in the ones it asks for first. Writes to the
+    tables left on disk fail (an in-memory store of the same schema has them).
+    """
+
+    _WRITTEN = ("meta", "runs", "dumps", "papers", "sightings", "subscribers", "vectors",
+                "jobs", "source_state", "feed_entries")
+    _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state")  # one row per thing
+
+    def __init__(self, conn: sqlite3.Connection, path: str,
+                 tmp: tempfile.TemporaryDirectory[str] | None) -> None:
+        super().__init__(conn, path)
+        self._tmp = tmp
+
+    @classmethod
+    def attach(cls, uri: str, path: str,
+               tmp: tempfile.TemporaryDirectory[str] | None) -> _Overlay:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            conn.execute("ATTACH DATABASE ? AS disk", (uri,))
+            marks = ", ".join("?" for _ in cls._WRITTEN)
+            schema = conn.execute(  # the tables (then their indexes) exactly as on disk
+                "SELECT sql FROM disk.sqlite_master WHERE type IN ('table', 'index') AND"
+                f" tbl_name IN ({marks}) AND sql IS NOT NULL ORDER BY type = 'index', rowid",
+                cls._WRITTEN).fetchall()
+            for (sql,) in schema:
+                conn.execute(sql)
+            for table in cls._COPIED:
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM disk.{table}")
+            # New rows get the ids the disk would give them, never one of its own.
+            conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM disk.sqlite_sequence")
+            version = int(conn.execute("PRAGMA disk.user_version").fetchone()[0])
+            conn.execute(f"PRAGMA main.user_version = {version}")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, tmp)
+
+    def close(self) -> None:
+        """Close the connection (and remove the private copy of a live store, if any)."""
+        try:
+            super().close()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    def _fault(self, where: str, params: Sequence[object]) -> None:
+        """Copy the disk's papers matching ``where`` (over ``p``) and their vectors into
+        memory, unless they are there already (possibly changed)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO main.vectors SELECT v.* FROM disk.vectors v WHERE"
+            f" v.paper_id IN (SELECT p.id FROM disk.papers p WHERE ({where})"
+            " AND p.id NOT IN (SELECT id FROM main.papers))", params)
+        self.conn.execute(
+            f"INSERT OR IGNORE INTO main.papers SELECT p.* FROM disk.papers p WHERE {where}",
+            params)
+
+    def _fault_keys(self, keys: Iterable[str]) -> None:
+        """The papers these keys name, as ``paper_ids`` looks them up."""
+        wanted = list(dict.fromkeys(keys))
+        for chunk in _chunks(wanted):
+            self._fault(f"p.key IN ({', '.join('?' * len(chunk))})", chunk)
+        for key in wanted:
+            kind, _, value = key.partition(":")
+            if kind == "arxiv" and (arxiv := normalise_arxiv_id(value)):
+                self._fault("p.arxiv_id = ?", (arxiv,))
+            elif kind == "title" and value.strip():
+                self._fault("p.title_norm = ?", (normalise_title(value),))
+
+    def _fault_dumps(self, where: str, params: Sequence[object]) -> None:
+        self.conn.execute(f"INSERT OR IGNORE INTO main.dumps SELECT * FROM disk.dumps"
+                          f" WHERE {where}", params)
+
+    # -- reads that see the disk through memory ---------------------------------------------
+    def find_dump(self, sha256: str) -> DumpRecord | None:
+        self._fault_dumps("sha256 = ?", (sha256,))
+        return super().find_dump(sha256)
+
+    def known_file(self, path: Path) -> bool:
+        self._fault_dumps("path = ?", (str(path.resolve()),))
+        return super().known_file(path)
+
+    def page_dates(self, after_run: int, upto_run: int) -> list[date]:
+        self._fault_dumps("run_id > ? AND run_id <= ?", (after_run, upto_run))
+        return super().page_dates(after_run, upto_run)
+
+    def _find_paper(self, paper: Paper) -> int | None:
+        self._fault("p.arxiv_id = ? OR p.key = ? OR p.title_norm = ?",
+                    (paper.arxiv_id, paper.key, normalise_title(paper.title)))
+        return super()._find_paper(paper)
+
+    def paper_count(self) -> int:
+        return int(self.conn.execute(
+            "SELECT (SELECT count(*) FROM disk.papers) + (SELECT count(*) FROM main.papers"
+            " WHERE id > (SELECT coalesce(max(id), 0) FROM disk.papers))").fetchone()[0])
+
+    def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
+        self._fault("p.first_run > ? AND p.first_run <= ?", (after_run, upto_run))
+        return super().papers_after(after_run, upto_run)
+
+    def feed_items(self, name: str, limit: int) -> list[Ranked]:
+        self._fault_issue_papers(name)
+        return super().feed_items(name, limit)
+
+    def feed_window(self, name: str, limit: int
+                    ) -> list[tuple[int, Ranked, tuple[object, ...], tuple[str, str] | None]]:
+        self._fault_issue_papers(name)
+        return super().feed_window(name, limit)
+
+    def _fault_issue_papers(self, name: str) -> None:
+        self._fault("p.id IN (SELECT ii.paper_id FROM disk.issues i JOIN disk.issue_items ii"
+                    " ON ii.issue_id = i.id WHERE i.subscriber = ?)", (name,))
+
+    def issue_items(self, issue_id: int) -> list[Ranked]:
+        self._fault("p.id IN (SELECT paper_id FROM disk.issue_items WHERE issue_id = ?)",
+                    (issue_id,))
+        return super().issue_items(issue_id)
+
+    def paper_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        wanted = list(keys)
+        self._fault_keys(wanted)
+        return super().paper_ids(wanted)
+
+    def _votes(self, subscriber: str, paper_ids: list[int] | None) -> list[tuple[int, Vote]]:
+        self._fault_voted(subscriber)
+        return super()._votes(subscriber, paper_ids)
+
+    def judged(self, subscriber: str) -> set[str]:
+        self._fault_voted(subscriber)
+        return super().judged(subscriber)
+
+    def _fault_voted(self, subscriber: str) -> None:
+        self._fault("p.id IN (SELECT paper_id FROM disk.feedback WHERE subscriber = ?)",
+                    (subscriber,))
+
+    def vectors(self, model: str, keys: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(keys)
+        self._fault_keys(wanted)
+        return super().vectors(model, wanted)
+
+    def outgrown(self, papers: Iterable[Paper]) -> set[str]:
+        plist = list(papers)
+        self._fault_keys(p.key for p in plist)
+        return super().outgrown(plist)

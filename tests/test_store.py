@@ -184,7 +184,7 @@ def test_migration_5_upgrades_a_store_of_the_previous_schema(
     ro.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
     store = Store.open(path)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 6
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 6
     assert counts(path) == before and before["papers"] == 116
     assert store.integrity_ok()
     (vote,) = store.record_votes("ana", [(keys[0], True)], clock())
