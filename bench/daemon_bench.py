@@ -7,7 +7,10 @@ from a real HTTP server on 127.0.0.1, plus a folder source, and times a daemon t
 first with every document new, then with every source unchanged (304s), beside the
 naive way of fetching without validators (every poll downloads and re-parses everything).
 Then it runs --polls ticks of an unchanged source and prints the resident memory before
-and after.
+and after. Last, an idle tick (nothing fetched, nobody due) with 1 and with 100 subscribers
+who each have a feed and an issue, beside the naive tick that builds every feed again and
+renders every entry (what each tick did before feeds were built only when their inputs
+changed): the ratio 100/1 should stay near 1.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,11 +43,65 @@ def rss_mb() -> float:
     return 0.0
 
 
+def idle_tick(readers: int, repeat: int = 7) -> tuple[float, float, int]:
+    """(idle tick s, naive idle tick s, feeds) with ``readers`` subscribers, best of repeat."""
+    work = Path(tempfile.mkdtemp(prefix="digest-idle-bench-"))
+    (work / "inbox").mkdir()
+    shutil.copy(HERE.parent / "tests" / "data" / "shape_meta.txt", work / "inbox")
+    (work / "config.toml").write_text(
+        '[digest]\nsite_url = "https://bench.example.org/"\n[ranking]\nsemantic = false\n'
+        + "".join(f'[[subscribers]]\nname = "r{n:03d}"\n' for n in range(readers)))
+    config = load_config(work / "config.toml")
+    clock = [datetime(2026, 11, 23, 8, tzinfo=UTC)]
+    daemon = Daemon(config, now=lambda: clock[0], sleep=lambda _s: None)
+    first = daemon.tick()
+    assert first.run is not None and len(first.run.digests) == readers, first.run
+
+    def forget() -> None:  # the naive tick: no feed known to be current, no entry kept
+        store = Store.open(config.store_path)
+        store.conn.execute("DELETE FROM meta WHERE key LIKE 'feed_fingerprint:%'")
+        store.conn.execute("DELETE FROM feed_entries")
+        store.close()
+
+    def timed(before: Callable[[], None] | None) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            if before is not None:
+                before()
+            clock[0] += timedelta(minutes=10)
+            start = time.perf_counter()
+            report = daemon.tick()
+            best = min(best, time.perf_counter() - start)
+            assert report.run is not None and not report.run.digests
+            if before is None:
+                assert not report.run.feeds_written
+        return best
+
+    now, naive = timed(None), timed(forget)
+    shutil.rmtree(work, ignore_errors=True)
+    return now, naive, readers
+
+
 def main() -> None:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--polls", type=int, default=1000)
+    parser.add_argument("--idle-only", action="store_true", help="only the idle-tick figures")
     args = parser.parse_args()
+    if not args.idle_only:
+        polls(args.polls)
+    rows = [idle_tick(n) for n in (1, 100)]
+    print("idle tick (nothing fetched, nobody due; each subscriber has a feed and an issue),"
+          " best of 7:")
+    for now, naive, readers in rows:
+        print(f"  {readers:>3} subscriber(s): {now * 1000:7.1f} ms   naive (every feed built, "
+              f"every entry rendered): {naive * 1000:7.1f} ms ({naive / now:.1f}x)")
+    print(f"  100 vs 1 subscriber: {rows[1][0] / rows[0][0]:.2f}x (target <= 1.5x); naive "
+          f"{rows[1][1] / rows[0][1]:.2f}x")
+
+
+def polls(count: int) -> None:
+    """The poll figures (the first part of the bench)."""
     web = Web({"/api/daily_papers": (LIVE / "daily.json", "application/json"),
                "/papers": (LIVE / "page.html", "text/html"),
                "/api/query": (LIVE / "arxiv.xml", "application/atom+xml"),
@@ -100,14 +158,14 @@ def main() -> None:
     one.tick()
     before = rss_mb()
     start = time.perf_counter()
-    for _ in range(args.polls):
+    for _ in range(count):
         clock[0] += timedelta(minutes=10)
         one.tick()
     elapsed = time.perf_counter() - start
     after = rss_mb()
     web.stop()
-    print(f"{args.polls} polls of an unchanged source: {elapsed:.1f} s "
-          f"({elapsed / args.polls * 1000:.1f} ms each); resident memory {before:.1f} MB "
+    print(f"{count} polls of an unchanged source: {elapsed:.1f} s "
+          f"({elapsed / count * 1000:.1f} ms each); resident memory {before:.1f} MB "
           f"before, {after:.1f} MB after ({after - before:+.1f} MB)")
 
 

@@ -21,7 +21,7 @@ from feedgen.feed import FeedGenerator
 
 from .errors import DigestError
 from .identity import short_hash
-from .models import Keyword, Ranked
+from .models import Keyword, Paper, Ranked
 from .render import Renderer, clean_text, safe_url
 
 Warn = Callable[[str], None]
@@ -36,10 +36,12 @@ def paper_entry_id(authority: str, tag_date: str, key: str) -> str:
 
 def build_feed(*, authority: str, tag_date: str, name: str, title: str, self_url: str | None,
                items: Sequence[Ranked], keywords: Sequence[Keyword], renderer: Renderer,
-               empty_updated: datetime, warn: Warn | None = None) -> bytes:
+               empty_updated: datetime, warn: Warn | None = None,
+               content: Callable[[int, Ranked], str] | None = None) -> bytes:
     """The Atom document for one subscriber (items newest first).
 
-    An entry that cannot be built is skipped and ``warn`` hears why.
+    An entry that cannot be built is skipped and ``warn`` hears why. ``content(i, item)``
+    gives the HTML of ``items[i]`` (one kept from before); by default it is rendered.
     """
     fg = FeedGenerator()
     fg.id(clean_text(f"tag:{authority},{tag_date}:feed/{name}"))
@@ -52,9 +54,11 @@ def build_feed(*, authority: str, tag_date: str, name: str, title: str, self_url
         fg.link(href=self_url, rel="self", type="application/atom+xml")
     times = [i.paper.first_seen for i in items if i.paper.first_seen]
     fg.updated(max(times) if times else empty_updated)
-    for item in items:
+    for n, item in enumerate(items):
         try:
-            entry = _entry(item, authority, tag_date, keywords, renderer, empty_updated)
+            html = content(n, item) if content is not None else \
+                renderer.feed_entry(item, keywords)
+            entry = _entry(item, authority, tag_date, html, empty_updated)
         except DigestError:
             raise  # a template error is the operator's to fix, in every entry alike
         except Exception as exc:  # one bad stored paper must not stop the feed
@@ -67,8 +71,18 @@ def build_feed(*, authority: str, tag_date: str, name: str, title: str, self_url
     return data
 
 
-def _entry(item: Ranked, authority: str, tag_date: str, keywords: Sequence[Keyword],
-           renderer: Renderer, empty_updated: datetime) -> FeedEntry:
+FEED_AUTHORS = 10  # a 3,000-author collaboration must not bloat every feed reader
+
+
+def _author_names(paper: Paper) -> list[str]:
+    """The paper's authors for ``<author><name>``: cleaned, blank ones skipped, at most
+    FEED_AUTHORS (text dumps give only a count: the feed-level author stands for them)."""
+    names = (" ".join(clean_text(n).split()) for n in paper.author_names)
+    return [n for n in names if n][:FEED_AUTHORS]
+
+
+def _entry(item: Ranked, authority: str, tag_date: str, html: str,
+           empty_updated: datetime) -> FeedEntry:
     """One entry, already turned into XML once (so a value lxml refuses fails here)."""
     paper = item.paper
     seen = paper.first_seen or empty_updated
@@ -77,10 +91,12 @@ def _entry(item: Ranked, authority: str, tag_date: str, keywords: Sequence[Keywo
     entry.title(clean_text(paper.title).strip() or "(untitled)")
     entry.published(seen)
     entry.updated(seen)
+    for name in _author_names(paper):  # RFC 4287: replaces the feed's author for this entry
+        entry.author({"name": name})
     link = safe_url(paper.url) or next((u for u in paper.links if safe_url(u)), None)
     if link:
         entry.link(href=link, rel="alternate")
-    entry.content(clean_text(renderer.feed_entry(item, keywords)), type="html")
+    entry.content(clean_text(html), type="html")
     for term in item.terms:
         entry.category(term=clean_text(term))
     entry.atom_entry()

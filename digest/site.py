@@ -12,16 +12,16 @@ other by relative URLs, so the folder works on any static host and from file://:
 
 A run renders the index, the stylesheet, the archives of who got an issue and the issue
 pages missing on disk (with the page before each, whose "next" link changes): the issue
-pages it renders do not grow with the history, but an archive lists (and reads the matched
-keywords of) every issue of its subscriber, so that part does. The store's meta keeps a
-fingerprint of what shapes the pages, in two parts: a global one (templates, version, site
-URL, title, intro, time zone, feeds folder, the link key) and one per subscriber (name,
-feed, keywords, excludes). When the global part differs, or on ``digest build-site``,
-every page is rendered; when only a subscriber's part differs, every page of theirs. A
-subscriber's full render removes the issue pages in their folder that are no longer one of
-theirs (a time zone change renames them); other files there are left alone. A file is only
-written when its bytes change. Pages of subscribers no longer configured are left as they
-are.
+pages it renders do not grow with the history, but an archive lists every issue of its
+subscriber (one stored row each, matched keywords included), so that part does. The
+store's meta keeps a fingerprint of what shapes the pages, in two parts: a global one
+(templates, version, site URL, title, intro, time zone, feeds folder, the link key) and
+one per subscriber (name, feed, keywords, excludes). When the global part differs, or on
+``digest build-site``, every page is rendered; when only a subscriber's part differs,
+every page of theirs. A subscriber's full render removes the issue pages in their folder
+that are no longer one of theirs (a time zone change renames them); other files there are
+left alone. A file is only written when its bytes change. Pages of subscribers no longer
+configured are left as they are.
 """
 
 from __future__ import annotations
