@@ -1,13 +1,18 @@
 """The only place stages meet: sources -> store -> rank -> render -> publish.
 
 ``run`` ingests every new dump in the inbox, makes each subscriber's digest of the
-papers first seen since their previous one, and regenerates the feeds and the site. ``preview``
-does the same against an in-memory copy of the store and writes nothing.
+papers first seen since their previous one, and brings the feeds and the site up to date.
+``preview`` does the same against the store read in place (``Store.snapshot``: what it
+writes stays in memory) and writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,15 +22,17 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from . import __version__
 from .config import Config, RankingConfig, SmtpConfig
 from .errors import ConfigError, InputError
 from .faults import checkpoint
 from .feed import build_feed
+from .fit import fit_html
 from .fsutil import TEMP_DIR, atomic_write, folder_problem, remove_stale_temps
 from .links import links_for
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
-from .models import Digest, Paper, ParsedDump, Profile, RunReport
+from .models import Digest, Paper, ParsedDump, Profile, Ranked, RunReport
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
 from .send import SendReport, deliver
@@ -83,17 +90,29 @@ class MailContext:
         return cls(config.smtp, secret, host or config.smtp.sender.rpartition("@")[2],
                    frozenset(store.unsubscribed()), store_id)
 
-    def message(self, config: Config, renderer: Renderer, digest: Digest) -> Outgoing | None:
-        """The e-mail of one digest, or None when this subscriber gets no mail."""
+    def message(self, config: Config, renderer: Renderer, digest: Digest,
+                warn: Callable[[str], None] | None = None) -> Outgoing | None:
+        """The e-mail of one digest, or None when this subscriber gets no mail. Abstracts
+        are trimmed to a few sentences; a digest too large for Gmail's clip is cut to fit
+        (``fit.fit_html``), pointing at its page on the site, and ``warn`` hears what was cut."""
         profile = digest.profile
         if not (profile.email and profile.mail) or profile.name in self.unsubscribed:
             return None
         links = links_for(config.site_url, self.secret, profile.name)
         unsub = unsubscribe_for(links, self.smtp.unsubscribe_mailto, profile.name)
         link = unsub.url or unsub.mailto
-        msg = build_message(digest, renderer.markdown(digest, link, links),
-                            renderer.html_page(digest, link, links), self.smtp, self.list_host,
-                            unsub, self.store_id)
+        # the issue's page on the site (named as site.py names it; generated_at is in the
+        # config's zone here, as make_digests makes it)
+        page = (f"{config.site_url}{profile.name}/{stem(digest.number, digest.generated_at)}"
+                ".html" if config.site_url else None)
+        html, plan = fit_html(
+            digest, lambda d, p: renderer.html_page(d, link, links, mail=True, plan=p),
+            more_url=page)
+        if plan.cut and warn is not None:
+            warn(f"the e-mail for {profile.name} was cut to fit {plan.limit // 1000} KB: "
+                 f"{plan.describe()}")
+        text = renderer.markdown(digest, link, links, mail=True, plan=plan)
+        msg = build_message(digest, text, html, self.smtp, self.list_host, unsub, self.store_id)
         return Outgoing(profile.email, str(msg["Message-ID"]), str(msg["Subject"]),
                         wire_bytes(msg))
 
@@ -294,7 +313,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         links = links_for(config.site_url, secret, profile.name)
         rendered = Rendered(digest, renderer.markdown(digest, links=links),
                             renderer.html_page(digest, links=links),
-                            mail=mail.message(config, renderer, digest) if mail else None)
+                            mail=mail.message(config, renderer, digest, warn)
+                            if mail else None)
         if persist:
             slot = (f"digest:{profile.name}", due[profile.name]) if due is not None else None
             rendered = _publish_digest(store, config, cursor, upto, rendered, slot)
@@ -370,25 +390,130 @@ def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, d
     return authority, tag_date, datetime.fromisoformat(created)
 
 
+FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + a reader's name: what made their feed
+
+
+@functools.cache
+def _code_hash() -> str:
+    """The code that shapes a feed's bytes: this package's version and its rendering
+    modules (a checkout edited in place changes them without a new version)."""
+    from . import feed as feed_module
+    from . import render as render_module
+
+    parts = [__version__, importlib.metadata.version("feedgen")]
+    for module in (feed_module, render_module):
+        with contextlib.suppress(OSError, TypeError):
+            parts.append(hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def feed_fingerprints(config: Config, renderer: Renderer, identity: tuple[str, str, datetime]
+                      ) -> dict[str, str]:
+    """Per reader with a feed: a hash of everything but the store's issues that shapes
+    the feed's bytes (templates, code, the feed's identity, title, URL, size, keywords)."""
+    override: dict[str, str] = {}
+    if config.templates is not None and config.templates.is_dir():
+        for path in sorted(config.templates.rglob("*")):
+            if path.is_file():
+                with contextlib.suppress(OSError):
+                    override[str(path.relative_to(config.templates))] = hashlib.sha256(
+                        path.read_bytes()).hexdigest()
+    common = json.dumps({
+        "code": _code_hash(), "override": override,
+        "templates": {n: hashlib.sha256(renderer.source(n).encode()).hexdigest()
+                      for n in dict.fromkeys((*renderer.TEMPLATES, *renderer.SITE_TEMPLATES))},
+        "identity": [identity[0], identity[1], identity[2].isoformat()],
+        "title": config.title, "size": config.feed_size}, sort_keys=True)
+    return {p.name: hashlib.sha256(json.dumps(
+        [common, p.name, config.feed_url(p.name), [[k.term, k.weight] for k in p.keywords]],
+        default=str).encode()).hexdigest() for p in config.subscribers if p.feed}
+
+
+def _sha_of(value: object) -> str:
+    return hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
                 report: RunReport) -> None:
-    """Regenerate every subscriber's feed from the store; rewrite only what changed."""
-    authority, tag_date, created = feed_identity(store, config, now)
+    """Bring every subscriber's feed up to date with the store; rewrite only what changed.
+
+    A feed is built only when what makes it differs from what it was last built from
+    (the store's meta ``feed_fingerprint:<name>``: the reader's feed fingerprint and a hash
+    of the issue rows in the window; a paper in it changing drops the setting) or its file
+    is missing: a run that recorded no issue builds none. A build renders only the entries
+    whose kept HTML (``feed_entries``) was made from other inputs. The file is written
+    before the setting is kept, so a crash between the two makes the next run build again.
+    """
+    identity = feed_identity(store, config, now)
+    authority, tag_date, created = identity
+    marks = feed_fingerprints(config, renderer, identity)
     for profile in config.subscribers:
         if not profile.feed:
             continue
         path = config.feeds_dir / f"{profile.name}.atom"
+        mark = marks[profile.name]
+        built_from = f"{mark} {_sha_of(store.feed_sources(profile.name, config.feed_size))}"
+        if store.meta(FEED_FINGERPRINT + profile.name) == built_from and path.is_file():
+            report.feeds_unchanged.append(str(path))
+            continue
 
-        def warn(message: str, path: Path = path) -> None:
+        left_out: list[str] = []
+
+        def warn(message: str, path: Path = path, left_out: list[str] = left_out) -> None:
+            left_out.append(message)
             report.warn(f"{path}: warning: {message}")
+
+        window = store.feed_window(profile.name, config.feed_size)
+        sources = [_sha_of((mark, row)) for _, _, row, _ in window]
+        made: list[tuple[int, int, str, str]] = []
+
+        def content(n: int, item: Ranked, profile: Profile = profile,
+                    window: list[tuple[int, Ranked, tuple[object, ...],
+                                       tuple[str, str] | None]] = window,
+                    sources: list[str] = sources,
+                    made: list[tuple[int, int, str, str]] = made) -> str:
+            kept = window[n][3]
+            if kept is not None and kept[0] == sources[n]:
+                return kept[1]
+            html = renderer.feed_entry(item, profile.keywords)
+            made.append((window[n][0], item.rank, sources[n], html))
+            return html
 
         data = build_feed(
             authority=authority, tag_date=tag_date, name=profile.name, title=config.title,
-            self_url=config.feed_url(profile.name),
-            items=store.feed_items(profile.name, config.feed_size),
-            keywords=profile.keywords, renderer=renderer, empty_updated=created, warn=warn)
+            self_url=config.feed_url(profile.name), items=[item for _, item, _, _ in window],
+            keywords=profile.keywords, renderer=renderer, empty_updated=created, warn=warn,
+            content=content)
         (report.feeds_written if atomic_write(path, data) else report.feeds_unchanged).append(
             str(path))
+        store.keep_feed_entries(profile.name, made,
+                                oldest=min((i for i, _, _, _ in window), default=None),
+                                # an entry left out is tried (and told) again next run
+                                meta=(FEED_FINGERPRINT + profile.name,
+                                      f"{built_from} partial" if left_out else built_from))
+
+
+_RENDERERS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Renderer] = {}
+
+
+def checked_renderer(templates: Path | None) -> Renderer:
+    """A Renderer whose every template compiled (``Renderer.check``), kept for the next run
+    of this process (a daemon's tick) while the override folder lists the same files with
+    the same sizes and times: compiling the templates is most of an idle tick."""
+    listing: list[tuple[str, int, int]] = []
+    if templates is not None and templates.is_dir():
+        for path in sorted(templates.rglob("*")):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                listing.append((str(path), st.st_size, st.st_mtime_ns))
+    key = (str(templates), tuple(listing))
+    found = _RENDERERS.get(key)
+    if found is None:
+        found = Renderer(templates)
+        found.check()
+        _RENDERERS.clear()  # one at a time: an edited folder's old one goes
+        _RENDERERS[key] = found
+    return found
 
 
 def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
@@ -410,8 +535,7 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
     if not config.inbox.is_dir():
         report.warn(f"{config.inbox}: warning: the inbox folder does not exist; "
                     "create it and drop page dumps there (key [digest].inbox)")
-    renderer = Renderer(config.templates)
-    renderer.check()  # a broken template is reported before anything is ingested
+    renderer = checked_renderer(config.templates)  # broken templates stop it before ingest
     with exclusive(config.data_dir, "run", wait=wait):
         _run_locked(config, renderer, now, extra, report, send, progress, due, semantic)
     return report
@@ -558,7 +682,7 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     renderer.check()
     semantic = semantic_for(config.ranking, _note(report))
     store = Store.snapshot(config.store_path)
-    try:  # vectors go in the in-memory copy only (and the vector cache)
+    try:  # what ingest writes (vectors too) stays in memory (and the vector cache)
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
                semantic=semantic)

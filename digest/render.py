@@ -11,7 +11,8 @@ holds one cannot reach a page, an e-mail or a feed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -29,9 +30,10 @@ from jinja2 import (
 from markupsafe import Markup, escape
 
 from .errors import ConfigError
+from .fit import FitPlan
 from .identity import http_url, strip_xml_illegal
 from .links import WebLinks
-from .models import INTEREST, Digest, Keyword, Ranked
+from .models import INTEREST, Digest, Keyword, Paper, Ranked
 from .rank import highlight_spans
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -105,26 +107,158 @@ def highlight_md(text: str, keywords: Sequence[Keyword]) -> MarkdownSafe:
 
 @lru_cache(maxsize=4096)  # a digest and its e-mail highlight the same abstracts
 def _highlight_html(text: str, keywords: tuple[Keyword, ...]) -> Markup:
-    out: list[str] = []
-    pos = 0
-    for start, end in highlight_spans(text, keywords):
-        out.append(str(escape(text[pos:start])))
-        out.append(f"<mark>{escape(text[start:end])}</mark>")
-        pos = end
-    out.append(str(escape(text[pos:])))
-    return Markup("".join(out))
+    return Markup(_marked_html(text, highlight_spans(text, keywords), 0, len(text)))
 
 
 @lru_cache(maxsize=4096)
 def _highlight_md(text: str, keywords: tuple[Keyword, ...]) -> MarkdownSafe:
+    return MarkdownSafe(_marked_md(text, highlight_spans(text, keywords), 0, len(text)))
+
+
+def _clipped(spans: Sequence[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of ``spans`` inside ``[lo, hi)``."""
+    return [(max(a, lo), min(b, hi)) for a, b in spans if a < hi and b > lo]
+
+
+def _marked_html(text: str, spans: Sequence[tuple[int, int]], lo: int, hi: int) -> str:
+    """``text[lo:hi]`` escaped, with the ``spans`` in it wrapped in <mark>."""
     out: list[str] = []
-    pos = 0
-    for start, end in highlight_spans(text, keywords):
-        out.append(md_escape(text[pos:start], line_start=pos == 0))
+    pos = lo
+    for start, end in _clipped(spans, lo, hi):
+        out.append(str(escape(text[pos:start])))
+        out.append(f"<mark>{escape(text[start:end])}</mark>")
+        pos = end
+    out.append(str(escape(text[pos:hi])))
+    return "".join(out)
+
+
+def _marked_md(text: str, spans: Sequence[tuple[int, int]], lo: int, hi: int) -> str:
+    """``text[lo:hi]`` escaped for Markdown, with the ``spans`` in it in bold."""
+    out: list[str] = []
+    pos = lo
+    for start, end in _clipped(spans, lo, hi):
+        out.append(md_escape(text[pos:start], line_start=pos == lo))
         out.append(f"**{md_escape(text[start:end], line_start=False)}**")
         pos = end
-    out.append(md_escape(text[pos:], line_start=pos == 0))
-    return MarkdownSafe("".join(out).strip())
+    out.append(md_escape(text[pos:hi], line_start=pos == lo))
+    return "".join(out).strip()
+
+
+# A sentence ends at . ! or ? (and any closing quotes or brackets) followed by white space
+# and something that can start a sentence; "e.g. the" and "et al. (2020)" do not end one.
+_SENTENCE_END = re.compile(r"""[.!?]["'\u2019\u201d)\]]*\s+(?=["'\u2018\u201c(\[]?[A-Z0-9])""")
+_NOT_AN_END = re.compile(r"(?:\b(?:e\.g|i\.e|et al|cf|vs|viz|fig|figs|eq|eqs|sec|ref|refs|"
+                         r"no|approx|resp|incl|dr|mr|ms|prof|st|ca)|\b[A-Z])\.$", re.I)
+EXCERPT_SENTENCES = 3
+EXCERPT_CHARS = 700  # a window of long "sentences" (no full stops at all) is cut to this
+ELLIPSIS = "\u2026"
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of ``text``, white space between them left out."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        stop = m.start() + 1
+        if _NOT_AN_END.search(text, max(0, stop - 8), stop):
+            continue
+        stop = m.end() - len(m.group()) + len(m.group().rstrip())
+        if text[start:stop].strip():
+            spans.append((start, stop))
+        start = m.end()
+    if text[start:].strip():
+        spans.append((start, len(text.rstrip())))
+    return spans
+
+
+def excerpt_window(text: str, keywords: Sequence[Keyword],
+                   sentences: int = EXCERPT_SENTENCES,
+                   max_chars: int = EXCERPT_CHARS) -> tuple[int, int]:
+    """The part of ``text`` an e-mail shows: the window of at most ``sentences`` consecutive
+    sentences with the most keyword matches (of those, the one most centred on its matches,
+    then the earliest; the opening sentences when nothing matches), cut near ``max_chars``
+    at word boundaries around its first match when its sentences are very long.
+    ``(0, len(text))`` when nothing needs cutting. Matches are ``highlight_spans``: the very
+    words the page highlights."""
+    parts = sentence_spans(text)
+    if not parts:
+        return 0, len(text)
+    spans = highlight_spans(text, tuple(keywords))
+    hits = [0] * len(parts)  # matches starting in each sentence: one sweep (both in order)
+    j = 0
+    for a, _ in spans:
+        while j < len(parts) - 1 and a >= parts[j + 1][0]:
+            j += 1
+        hits[j] += a >= parts[j][0]
+    width = min(sentences, len(parts))
+
+    def rank(i: int) -> tuple[int, float, int]:  # most matches, then centred on them, earliest
+        window = range(i, i + width)
+        count = sum(hits[j] for j in window)
+        mass = sum(j * hits[j] for j in window) / count if count else i + (width - 1) / 2
+        return -count, abs(i + (width - 1) / 2 - mass), i
+
+    best = min(range(len(parts) - width + 1), key=rank)
+    start, stop = parts[best][0], parts[best + width - 1][1]
+    lo, hi = start, stop
+    if stop - start > max_chars:
+        first = next((a for a, _ in spans if start <= a < stop), start)
+        lo = max(start, min(first - max_chars // 4, stop - max_chars))
+        hi = lo + max_chars
+        if start < lo < first:
+            space = text.find(" ", lo, first)
+            lo = space + 1 if space >= 0 else lo
+        space = text.rfind(" ", max(lo, first) + 1, hi)
+        hi = space if space > 0 else hi
+    if lo <= 0 and hi >= len(text.rstrip()):
+        return 0, len(text)
+    return lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class Excerpt:
+    """A highlighted excerpt (Markup or MarkdownSafe), and whether anything was cut."""
+
+    text: str
+    cut: bool
+
+
+def _excerpt(text: str, keywords: Sequence[Keyword], mark: Callable[..., str],
+             ) -> tuple[str, bool]:
+    lo, hi = excerpt_window(text, keywords)
+    body = mark(text, highlight_spans(text, tuple(keywords)), lo, hi)
+    if lo == 0 and hi == len(text):
+        return body, False
+    before = f"{ELLIPSIS} " if lo > 0 else ""
+    after = f" {ELLIPSIS}" if hi < len(text) else ""
+    return f"{before}{body}{after}", True
+
+
+def excerpt_html(text: str, keywords: Sequence[Keyword]) -> Excerpt:
+    """About three sentences of ``text`` around its matches, escaped and highlighted."""
+    body, cut = _excerpt(text, keywords, _marked_html)
+    return Excerpt(Markup(body), cut)
+
+
+def excerpt_md(text: str, keywords: Sequence[Keyword]) -> Excerpt:
+    """``excerpt_html`` for Markdown."""
+    body, cut = _excerpt(text, keywords, _marked_md)
+    return Excerpt(MarkdownSafe(body), cut)
+
+
+def authors(paper: Paper) -> str:
+    """`Ada Lovelace, Alan Turing, Grace Hopper +4 more`; `7 authors` when the source gave
+    only a count; "" when it gave neither. Plain text (the templates escape it)."""
+    names = [n for n in (" ".join(clean_text(n).split()) for n in paper.author_names) if n]
+    total = max(len(names), paper.authors or 0)
+    if not names:
+        return f"{total} author{'s' if total != 1 else ''}" if total else ""
+    shown = names[:AUTHORS_SHOWN]
+    more = total - len(shown)
+    return f"{', '.join(shown)} +{more} more" if more else ", ".join(shown)
+
+
+AUTHORS_SHOWN = 3
 
 
 _MD_URL_UNSAFE = {c: f"%{ord(c):02X}" for c in "[]()`\\*_!{}|"}
@@ -156,6 +290,12 @@ def explain(item: Ranked) -> str:
 
     Words of the interest sentence read `"pairs" of your interest (abstract 2)`.
     """
+    return ", ".join(f"{name} ({where})" for name, where in explain_parts(item))
+
+
+def explain_parts(item: Ranked) -> list[tuple[str, str]]:
+    """``explain`` as (what matched, where) pairs: `("CLIP", "title 1, abstract 3")`; each
+    matched keyword once (the page shows the first as a chip, the second beside it)."""
     whole = {m.term for m in item.matches if m.via is None}
     parts = []
     for m in item.matches:
@@ -165,8 +305,8 @@ def explain(item: Ranked) -> str:
                                                  ("abstract", m.abstract_hits)) if n]
         via = "your interest" if m.via == INTEREST else m.via
         name = f'"{m.term}" of {via}' if via else m.term
-        parts.append(f"{name} ({', '.join(where)})")
-    return ", ".join(parts)
+        parts.append((name, ", ".join(where)))
+    return parts
 
 
 def learned_note(item: Ranked) -> str:
@@ -180,8 +320,9 @@ def learned_note(item: Ranked) -> str:
 
 
 def _common(env: Environment) -> Environment:
-    env.globals.update(fmt_date=fmt_date, explain=explain, learned_note=learned_note,
-                       safe_url=safe_url)
+    env.globals.update(fmt_date=fmt_date, explain=explain, explain_parts=explain_parts,
+                       learned_note=learned_note, safe_url=safe_url, authors=authors)
+    env.filters["authors"] = authors
     env.trim_blocks = True
     env.lstrip_blocks = True
     return env
@@ -196,10 +337,12 @@ class Renderer:
         self.html = _common(Environment(loader=loader, autoescape=True,
                                         finalize=_finalize_html, undefined=StrictUndefined))
         self.html.globals["highlight"] = highlight_html
+        self.html.globals["excerpt"] = excerpt_html
         self.text = _common(Environment(loader=loader, autoescape=False,  # noqa: S701
                                         finalize=_finalize_md, undefined=StrictUndefined,
                                         keep_trailing_newline=True))
         self.text.globals["highlight"] = highlight_md
+        self.text.globals["excerpt"] = excerpt_md
         self.text.filters["raw"] = MarkdownSafe
         self.text.filters["url"] = md_url
 
@@ -240,17 +383,21 @@ class Renderer:
         return name
 
     def markdown(self, digest: Digest, unsubscribe: str | None = None,
-                 links: WebLinks | None = None) -> str:
+                 links: WebLinks | None = None, *, mail: bool = False,
+                 plan: FitPlan | None = None) -> str:
         """The Markdown digest (with an unsubscribe link when it goes out by e-mail, and the
-        reader's 👍/👎 links with ``links``)."""
+        reader's 👍/👎 links with ``links``). ``mail``: abstracts trimmed to a few sentences
+        around the matches, and ``plan`` (``fit.fit_html``) says what the e-mail leaves out."""
         return self._render(self.text, "digest.md.j2",
-                            self._context(digest, unsubscribe, links))
+                            self._context(digest, unsubscribe, links, mail, plan))
 
     def html_page(self, digest: Digest, unsubscribe: str | None = None,
-                  links: WebLinks | None = None) -> str:
-        """The HTML digest (a standalone page, e-mail friendly)."""
+                  links: WebLinks | None = None, *, mail: bool = False,
+                  plan: FitPlan | None = None) -> str:
+        """The HTML digest (a standalone page, e-mail friendly); ``mail`` and ``plan`` as
+        for ``markdown``."""
         return self._render(self.html, "digest.html.j2",
-                            self._context(digest, unsubscribe, links))
+                            self._context(digest, unsubscribe, links, mail, plan))
 
     def page(self, name: str, context: dict[str, Any]) -> str:
         """Any HTML template (site and web pages extend ``site_base.html.j2``)."""
@@ -263,9 +410,11 @@ class Renderer:
 
     @staticmethod
     def _context(digest: Digest, unsubscribe: str | None = None,
-                 links: WebLinks | None = None) -> dict[str, Any]:
+                 links: WebLinks | None = None, mail: bool = False,
+                 plan: FitPlan | None = None) -> dict[str, Any]:
         return {"digest": digest, "keywords": digest.profile.keywords,
-                "unsubscribe": unsubscribe, "links": links,
+                "unsubscribe": unsubscribe, "links": links, "mail": mail,
+                "plan": plan or FitPlan.whole(digest),
                 "intro_md": MarkdownSafe(digest.intro.strip()),
                 "intro_html": operator_markdown(digest.intro)}
 

@@ -177,3 +177,22 @@ def test_links_cannot_smuggle_markdown_into_the_markdown_digest(project: Project
     assert hrefs and all(h.startswith("https://") for h in hrefs)
     assert "<code>" not in rendered and rendered.count("<a ") == len(hrefs)
     assert not any("<a" in inner for inner in re.findall(r"<a [^>]*>(.*?)</a>", rendered))
+
+
+def test_digest_files_keep_whole_abstracts_count_authors_and_mark_titles(
+        project: Project, clock: Clock, shared_dumps: list[Path]) -> None:
+    dated(project.drop(shared_dumps[1]))
+    run(project.config(), now=clock)
+    folder = project.root / "data" / "digests" / "ana"
+    html = next(folder.glob("*.html")).read_text(encoding="utf-8")
+    text = next(folder.glob("*.md")).read_text(encoding="utf-8")
+    assert "Read more" not in html + text and "\u2026 " not in html  # not trimmed: not mail
+    assert "without their abstracts" not in html and "more on the web" not in html
+    assert re.search(r" &middot; \d+ authors? &middot; ", html)  # text dumps: a count only
+    assert re.search(r"; \d+ authors?[;.]", text)
+    titles = re.findall(r"<h3>\d+\. (.*?)</h3>", html)
+    assert titles and any("<mark>" in t for t in titles)
+    for meta in re.findall(r'<p class="meta">Score .*?</p>', html):  # each keyword once
+        chips = re.findall(r'<span class="kw">([^<]+)</span>', meta)
+        assert chips and len(chips) == len(set(chips))
+        assert all(meta.count(f">{c}<") == 1 for c in chips)
