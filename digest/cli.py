@@ -1,4 +1,11 @@
-"""The command line: a thin layer over digest's library API (exit 0 ok, 1 failed, 2 bad input)."""
+"""The command line: a thin layer over digest's library API.
+
+Exit codes: 0 ok, 1 failed, 2 bad input (usage, config, a dump), 3 e-mail that was due could
+not be delivered (``run``, ``daemon --once``; everything else was done and printed).
+
+Only click and the standard library are imported at the top: ``digest --help`` stays fast,
+and each command imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,25 @@ import json
 import math
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
 from .errors import ConfigError, DigestError, InputError, UsageError
-from .models import Keyword, Paper, ParsedDump, Profile, Ranked, RunReport, Vote
+
+if TYPE_CHECKING:
+    from .models import Keyword, Paper, ParsedDump, Profile, Ranked, RunReport, Vote
 
 CONFIG_HELP = "Config file (default: $DIGEST_CONFIG, then ./config.toml)."
+EXIT_UNDELIVERED = 3  # e-mail that was due could not be delivered (failed or to retry)
+# What ``preview --format eml`` puts where the config has nothing: no [smtp] table, or a
+# subscriber without an address. RFC 2606 reserves .invalid: nothing can ever be sent there.
+PREVIEW_DOMAIN = "digest.invalid"
+PREVIEW_SENDER = f"digest@{PREVIEW_DOMAIN}"
 
 
 def _config(path: str | None) -> Any:
@@ -33,12 +45,29 @@ def _emit_warnings(warnings: Sequence[str]) -> None:
         click.echo(w, err=True)
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from . import __version__  # importlib.metadata: only when asked
+
+    click.echo(f"digest, version {__version__}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="digest")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Reading digests and Atom feeds of new papers, ranked by your keywords."""
+    """Reading digests and Atom feeds of new papers, ranked by your keywords.
+
+    Exit codes: 0 ok, 1 failed, 2 bad input, 3 e-mail that was due not delivered.
+
+    \b
+    Example:
+      digest init my-digest && cd my-digest && digest run
+    """
     ctx.obj = {"debug": debug}
 
 
@@ -76,13 +105,25 @@ def _print_ingest(report: RunReport) -> None:
 
 def _live_report() -> RunReport:
     """A report that prints warnings and rejected files on stderr as they happen."""
+    from .models import RunReport
+
     return RunReport(sink=lambda line: click.echo(line, err=True))
 
 
+def _undelivered(delivery: Any) -> bool:
+    """A delivery pass left e-mail that was due unsent (failed, or queued to retry)."""
+    return delivery is not None and bool(delivery.failed or delivery.retrying)
+
+
 def _finish(report: RunReport) -> None:
-    """Exit 2 when a file could not be ingested (already reported as it happened)."""
+    """Exit 2 when a file could not be ingested (already reported as it happened), else 3
+    when e-mail that was due could not be delivered."""
     if report.dumps_rejected:
         raise SystemExit(2)
+    if _undelivered(report.delivery):
+        click.echo("digest: e-mail that was due could not be delivered (see `digest status`; "
+                   "exit 3)", err=True)
+        raise SystemExit(EXIT_UNDELIVERED)
 
 
 def _progress() -> Callable[[str], None]:
@@ -118,7 +159,15 @@ def _print_delivery(report: Any) -> None:
 @click.option("--no-send", is_flag=True, help="Queue e-mail but do not send it now.")
 @click.option("--wait", is_flag=True, help="Wait for another run to finish instead of exiting.")
 def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -> None:
-    """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail."""
+    """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail.
+
+    Exits 3 (after printing everything) when e-mail that was due could not be
+    delivered: it stays queued (see `digest status`) and goes out with a later run.
+
+    \b
+    Example:
+      digest run --config /srv/digest/config.toml --json
+    """
     from .pipeline import run
 
     report = run(_config(config_path), report=_live_report(), send=not no_send,
@@ -157,32 +206,49 @@ def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "eml"]), default="md",
               show_default=True,
               help="md prints Markdown; html and eml (the e-mail) write a temporary file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (each subscriber's issue and picks).")
 @click.argument("dumps", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
+def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str, as_json: bool,
                 dumps: tuple[Path, ...]) -> None:
     """Show the next digest as it would be now, changing nothing on disk.
 
-    With DUMP arguments, as if those dumps were dropped in the inbox now.
+    With DUMP arguments, as if those dumps were dropped in the inbox now. With
+    --format eml and no [smtp] table, the sender is a placeholder (digest@digest.invalid);
+    a subscriber without an address gets one too (NAME@digest.invalid).
+
+    \b
+    Example:
+      digest preview --subscriber ana --format eml new-dump.txt
     """
     from .pipeline import preview
 
+    if as_json and fmt != "md":
+        raise UsageError("--json prints the digest's contents; it cannot go with --format "
+                         f"{fmt}")
     config = _config(config_path)
+    if fmt == "eml":
+        config = _eml_preview_config(config)
     report, rendered = preview(config, subscriber=subscriber, dumps=dumps,
                                report=_live_report())
+    if as_json:
+        click.echo(json.dumps(_preview_dict(report, rendered), indent=2, ensure_ascii=False))
+        _finish(report)
+        return
     if not rendered:
         who = subscriber or "any subscriber"
         click.echo(f"Nothing new for {who}: the next digest would be empty.", err=True)
         _finish(report)
         return
-    if fmt == "eml" and config.smtp is None:
-        raise UsageError("--format eml needs an [smtp] table in the config (see README, E-mail)")
+    import tempfile
+
     for item in rendered:
         if fmt == "md":
             click.echo(item.markdown)
             continue
         if fmt == "eml" and item.mail is None:
-            click.echo(f"{item.digest.profile.name} gets no e-mail (no address, mail = false, "
-                       "or unsubscribed)", err=True)
+            click.echo(f"{item.digest.profile.name} gets no e-mail (mail = false, or "
+                       "unsubscribed)", err=True)
             continue
         data = item.mail.raw if fmt == "eml" and item.mail else item.html.encode("utf-8")
         with tempfile.NamedTemporaryFile(
@@ -191,6 +257,42 @@ def preview_cmd(config_path: str | None, subscriber: str | None, fmt: str,
             handle.write(data)
         click.echo(handle.name)
     _finish(report)
+
+
+def _eml_preview_config(config: Any) -> Any:
+    """The config ``preview --format eml`` renders with: placeholders where it has no
+    [smtp] table or a subscriber has no address (noted on stderr); the preview only."""
+    if config.smtp is None:
+        from .config import SmtpConfig
+
+        click.echo(f"no [smtp] table: the preview's sender is {PREVIEW_SENDER}", err=True)
+        config = replace(config, smtp=SmtpConfig(
+            host="localhost", port=25, security="none", sender=PREVIEW_SENDER,
+            config_path=str(config.path)))
+    profiles = []
+    for p in config.subscribers:
+        if p.email is None and p.mail:
+            p = replace(p, email=f"{p.name}@{PREVIEW_DOMAIN}")
+            click.echo(f"{p.name} has no e-mail address: the preview is addressed to "
+                       f"{p.email}", err=True)
+        profiles.append(p)
+    return replace(config, subscribers=tuple(profiles))
+
+
+def _preview_dict(report: RunReport, rendered: Sequence[Any]) -> dict[str, Any]:
+    subscribers = {}
+    for item in rendered:
+        d = item.digest
+        subscribers[d.profile.name] = {
+            "issue": d.number, "new": d.new_count, "matched": len(d.items),
+            "items": [{"rank": r.rank, "title": r.paper.title, "key": r.paper.key,
+                       "score": r.score, "url": r.paper.url, "terms": list(r.terms)}
+                      for r in d.items],
+            "others": d.others_total,
+            "mail": item.mail.recipient if item.mail else None,
+        }
+    return {"subscribers": subscribers, "dumps": report.dumps_ingested,
+            "rejected": report.dumps_rejected, "warnings": report.warnings}
 
 
 def _parse_all(paths: Sequence[Path], today: date | None) -> tuple[list[ParsedDump], list[str]]:
@@ -225,7 +327,12 @@ _DATE_OPTION = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of entries.")
 @_DATE_OPTION
 def parse_cmd(dumps: tuple[Path, ...], as_json: bool, today: Any) -> None:
-    """Print the entries parsed from page dumps."""
+    """Print the entries parsed from page dumps.
+
+    \b
+    Example:
+      digest parse inbox/2026-11-20-daily-papers.txt --json
+    """
     parsed, errors = _parse_all(dumps, today.date() if today else None)
     if as_json:
         rows = [{
@@ -253,6 +360,8 @@ def parse_cmd(dumps: tuple[Path, ...], as_json: bool, today: Any) -> None:
 
 
 def _keyword(text: str) -> Keyword:
+    from .models import Keyword
+
     term, sep, weight = text.rpartition("^")
     value = 1.0
     if sep and term.strip():
@@ -302,6 +411,8 @@ def _interest(text: str) -> str:
 
 def _rank_profile(config: Any, subscriber: str | None, keywords: tuple[str, ...],
                   excludes: tuple[str, ...], interest: str | None) -> Profile:
+    from .models import Profile
+
     text = _interest(interest) if interest is not None else None
     if config is None:
         if not keywords and text is None:
@@ -342,7 +453,12 @@ def _rank_profile(config: Any, subscriber: str | None, keywords: tuple[str, ...]
 def rank_cmd(dumps: tuple[Path, ...], config_path: str | None, subscriber: str | None,
              keywords: tuple[str, ...], excludes: tuple[str, ...], interest: str | None,
              no_semantic: bool, as_json: bool, today: Any) -> None:
-    """Rank the papers in dumps by keywords, interest and votes; no store is changed."""
+    """Rank the papers in dumps by keywords, interest and votes; no store is changed.
+
+    \b
+    Example:
+      digest rank dump.txt -k CLIP -k "data curation^2" -x survey
+    """
     from . import feedback
     from .config import RankingConfig
     from .pipeline import build_corpus, semantic_for
@@ -418,6 +534,10 @@ def feedback_cmd(subscriber: str, config_path: str | None, likes: tuple[str, ...
 
     Keys come from `digest rank --json` or `digest parse --json`; the paper must have
     been ingested. A judged paper is never offered as new again.
+
+    \b
+    Example:
+      digest feedback ana --like 2411.01234 --dislike 2411.05678
     """
     from . import feedback
 
@@ -457,7 +577,12 @@ def feedback_cmd(subscriber: str, config_path: str | None, likes: tuple[str, ...
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) -> None:
-    """Add dumps to the store as already seen (backfill): they appear in no digest."""
+    """Add dumps to the store as already seen (backfill): they appear in no digest.
+
+    \b
+    Example:
+      digest ingest old-dumps/*.txt
+    """
     from .pipeline import backfill
 
     report = backfill(_config(config_path), dumps, report=_live_report())
@@ -481,7 +606,14 @@ def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscriber: str | None,
              as_json: bool) -> None:
-    """Deliver every pending e-mail now (retries included, whatever their back-off)."""
+    """Deliver every pending e-mail now (retries included, whatever their back-off).
+
+    Exits 1 when some e-mail is left to retry.
+
+    \b
+    Example:
+      digest send --retry-failed --subscriber ana
+    """
     from .pipeline import send_pending
 
     if subscriber is not None and not retry_failed:
@@ -560,7 +692,12 @@ def _print_requeue(requeue: Any, subscriber: str | None) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status_cmd(config_path: str | None, as_json: bool) -> None:
-    """Subscribers, their last digest, and e-mail waiting or failed."""
+    """Subscribers, their last digest, and e-mail waiting or failed.
+
+    \b
+    Example:
+      digest status --json
+    """
     from .send import why_not_requeued
     from .store import Store
 
@@ -636,7 +773,15 @@ def _log_line(line: str) -> None:
 @click.option("--once", is_flag=True, help="Run every due job once and exit (cron, timers).")
 @click.option("--wait", is_flag=True, help="Wait for a running daemon to stop, then start.")
 def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
-    """Poll the sources and publish each digest on its cadence, until stopped."""
+    """Poll the sources and publish each digest on its cadence, until stopped.
+
+    With --once: exits 1 when the tick failed, 3 when e-mail that was due could not be
+    delivered (it stays queued for the next tick).
+
+    \b
+    Example:
+      digest daemon --once --wait --config /srv/digest/config.toml
+    """
     import signal
     import threading
 
@@ -659,13 +804,21 @@ def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
     signal.signal(signal.SIGINT, on_signal)
     if not daemon.serve(stop, once=once, wait=wait):
         raise SystemExit(1)  # --once: the tick failed (see the log lines above)
+    if once and daemon.last is not None and daemon.last.undelivered:
+        _log_line("e-mail that was due could not be delivered (see `digest status`; exit 3)")
+        raise SystemExit(EXIT_UNDELIVERED)
 
 
 @cli.command("unsubscribe")
 @click.argument("email")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def unsubscribe_cmd(email: str, config_path: str | None) -> None:
-    """Stop e-mail to EMAIL (their history, feed and digests stay)."""
+    """Stop e-mail to EMAIL (their history, feed and digests stay).
+
+    \b
+    Example:
+      digest unsubscribe ana@example.org
+    """
     from .subscriptions import set_mail_by_email
 
     names = set_mail_by_email(_config(config_path), email, stop=True)
@@ -677,7 +830,12 @@ def unsubscribe_cmd(email: str, config_path: str | None) -> None:
 @click.argument("email")
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 def subscribe_cmd(email: str, config_path: str | None) -> None:
-    """Resume e-mail to EMAIL, a subscriber in the config who had unsubscribed."""
+    """Resume e-mail to EMAIL, a subscriber in the config who had unsubscribed.
+
+    \b
+    Example:
+      digest subscribe ana@example.org
+    """
     from .subscriptions import set_mail_by_email
 
     names = set_mail_by_email(_config(config_path), email, stop=False)
@@ -693,7 +851,9 @@ def build_site_cmd(config_path: str | None, as_json: bool) -> None:
     `digest run` builds it too; this rebuilds every page (after a template change, say).
     Only files whose content changed are written.
 
-    Example: digest build-site && rsync -a site/ feeds host:/var/www/papers/
+    \b
+    Example:
+      digest build-site && rsync -a site/ feeds host:/var/www/papers/
     """
     from .site import build
 
@@ -722,12 +882,41 @@ def serve_cmd(config_path: str | None, host: str, port: int, threads: int,
     Runs on waitress (a production WSGI server); put a TLS reverse proxy in front.
     Access log lines go to stderr. Stop with Ctrl-C or SIGTERM.
 
-    Example: digest serve --port 8000 --trusted-proxy 127.0.0.1
+    \b
+    Example:
+      digest serve --port 8000 --trusted-proxy 127.0.0.1
     """
     from .web import serve
 
     serve(_config(config_path), host=host, port=port, threads=threads,
           trusted_proxy=trusted_proxy, log=lambda line: click.echo(line, err=True))
+
+
+@cli.command("init")
+@click.argument("folder", default=".", type=click.Path(path_type=Path))
+def init_cmd(folder: Path) -> None:
+    """Start a digest in FOLDER (default: here): a commented config.toml and a sample inbox.
+
+    Refuses (exit 2) when FOLDER already has a config.toml.
+
+    \b
+    Example:
+      digest init my-digest
+    """
+    from .init import init
+
+    made = init(folder)
+    click.echo(f"wrote {_shown(str(made.config))} (one subscriber, {made.subscriber!r}; every "
+               "line explained)")
+    click.echo(f"wrote {_shown(str(made.sample))} ({made.papers} sample papers)")
+    click.echo("next:")
+    if made.folder.resolve() != Path.cwd().resolve():
+        import shlex
+
+        click.echo(f"  cd {shlex.quote(_shown(str(made.folder)))}")
+    click.echo("  digest run        # ingest the sample, write the first digest, feed and site")
+    click.echo("  digest serve      # then open http://127.0.0.1:8000/")
+    click.echo("  digest preview    # the next digest, as it would be now (after new dumps)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import ssl
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from pathlib import Path
@@ -40,6 +41,7 @@ MAX_MIN_SCORE = 1_000_000
 MAX_TIMEOUT = 3_600  # seconds
 MAX_POLL_INTERVAL = 7 * 24 * 3600  # seconds: a week
 MAX_DEPTH = 8  # arrays and tables inside a value; digest's own settings nest at most 2
+MAX_DISPLAY_NAME = 200  # characters of [smtp].from's display name
 MAX_INTEREST = 2_000  # characters of a subscriber's ``interest`` (after collapsing spaces)
 # Control characters: none in any value; tab and line breaks are fine in multi-line text.
 _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
@@ -61,6 +63,34 @@ def address_problem(value: str) -> str | None:
     if parsed.addr_spec != value:
         return f"{value!r} is not a plain e-mail address (did you mean {parsed.addr_spec!r}?)"
     return None
+
+
+def parse_sender(value: str) -> tuple[str | None, str]:
+    """``[smtp].from``: ``addr@host`` or ``Display Name <addr@host>`` -> (name, address).
+
+    Raises ValueError with the reason when the value is neither.
+    """
+    if "<" not in value and "(" not in value and '"' not in value:
+        if (problem := address_problem(value)) is not None:
+            raise ValueError(problem)
+        return None, value
+    try:
+        header = policy.default.header_factory("from", value)
+    except (ValueError, IndexError, HeaderParseError) as exc:
+        raise ValueError(f"{value!r} is not an e-mail address ({exc})") from None
+    groups = header.groups
+    if header.defects or len(groups) != 1 or groups[0].display_name is not None \
+            or len(groups[0].addresses) != 1:
+        raise ValueError(f"{value!r} is not one e-mail address, with or without a name, like "
+                         "\"Papers Digest <digest@example.org>\"")
+    found: Address = groups[0].addresses[0]
+    if (problem := address_problem(found.addr_spec)) is not None:
+        raise ValueError(problem)
+    name = " ".join(found.display_name.split()) or None
+    if name is not None and len(name) > MAX_DISPLAY_NAME:
+        raise ValueError(f"the display name has {len(name)} characters; at most "
+                         f"{MAX_DISPLAY_NAME}")
+    return name, found.addr_spec
 
 
 class Secret:
@@ -88,7 +118,7 @@ class SmtpConfig:
     host: str
     port: int
     security: str  # "starttls", "ssl" or "none"
-    sender: str
+    sender: str  # the bare address: the envelope sender and the Message-ID's domain
     username: str | None = None
     password_env: str | None = None
     reply_to: str | None = None
@@ -97,6 +127,7 @@ class SmtpConfig:
     ca_file: Path | None = None
     unsubscribe_mailto: str | None = None
     config_path: str = ""
+    from_name: str | None = None  # the From display name (None: the digest's title)
 
     def password(self) -> Secret | None:
         """The password from $password_env (ConfigError when the variable is not set)."""
@@ -543,7 +574,14 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
     for key, value in (("host", host), ("from", sender)):
         if value is None and key not in data:
             check.add("smtp", None, key, "missing: e-mail delivery needs it")
-    for key in ("from", "reply_to", "unsubscribe_mailto"):
+    from_name = None
+    if sender is not None:
+        try:
+            from_name, sender = parse_sender(sender)
+        except ValueError as exc:
+            check.add("smtp", None, "from", str(exc))
+            sender = None
+    for key in ("reply_to", "unsubscribe_mailto"):
         value = text(key, "an e-mail address")
         if value is not None and (problem := address_problem(value)):
             check.add("smtp", None, key, problem)
@@ -585,7 +623,8 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
         host=host, port=port, security=security, sender=sender, username=username,
         password_env=password_env, reply_to=text("reply_to"), max_per_minute=rate,
         timeout=float(timeout), ca_file=ca_file,
-        unsubscribe_mailto=text("unsubscribe_mailto"), config_path=str(path))
+        unsubscribe_mailto=text("unsubscribe_mailto"), config_path=str(path),
+        from_name=from_name)
 
 
 def _ranking(base: Path, check: _Checker, data: Any) -> RankingConfig:

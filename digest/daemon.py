@@ -45,6 +45,12 @@ class TickReport:
     run: RunReport | None = None
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def undelivered(self) -> bool:
+        """E-mail that was due in this tick could not be delivered (failed or to retry)."""
+        delivery = self.run.delivery if self.run is not None else None
+        return delivery is not None and bool(delivery.failed or delivery.retrying)
+
 
 class Daemon:
     """The scheduler; ``tick`` is one poll-and-publish step, driven by any clock."""
@@ -61,6 +67,7 @@ class Daemon:
         self.send = send
         self.started = False  # holds the daemon lock (a signal before that just exits)
         self.stopping = threading.Event()  # set by serve's caller on SIGTERM
+        self.last: TickReport | None = None  # the latest tick that finished
 
     def due(self, store: Store, moment: datetime) -> dict[str, datetime | None]:
         """Subscribers owed a digest at ``moment``, with the slot it is for."""
@@ -96,15 +103,20 @@ class Daemon:
         finally:
             store.close()
         digests = ", ".join(f"{d['subscriber']} #{d['issue']}" for d in report.run.digests)
+        sent = report.run.delivery
+        mail = (f"; e-mail: {len(sent.sent)} sent, {len(sent.retrying)} to retry, "
+                f"{len(sent.failed)} failed" if sent is not None and
+                (sent.sent or sent.retrying or sent.failed) else "")
         self.log(f"tick: {len(polled.saved)} fetched, {len(polled.unchanged)} unchanged, "
                  f"{len(polled.failed)} failed; {report.run.new_papers} new papers; "
-                 f"digests: {digests or 'none'}")
+                 f"digests: {digests or 'none'}{mail}")
         return report
 
     def safe_tick(self) -> TickReport | None:
         """A tick whose failure is logged, never fatal: the daemon lives on."""
         try:
-            return self.tick()
+            self.last = self.tick()
+            return self.last
         except DigestError as exc:
             self.log(f"error: {exc}")
         except Exception as exc:  # a bug must not stop a months-long daemon
@@ -125,12 +137,13 @@ class Daemon:
             # is from a daemon that was killed mid-fetch.
             for path, why in remove_stale_temps(self.config.inbox):
                 self.log(f"{path}: cannot remove a leftover temporary file: {why}")
+            if once:  # cron and timers: the tick's own line says all there is to say
+                first = self.safe_tick()
+                return first is not None and not first.errors
             self.log(f"daemon started: polling every {self.config.poll_interval:g} s, "
                      f"{len(self.config.sources)} source(s), "
                      f"{len(self.config.subscribers)} subscriber(s)")
-            first = self.safe_tick()  # at start: catch up on whatever was missed while down
-            if once:
-                return first is not None and not first.errors
+            self.safe_tick()  # at start: catch up on whatever was missed while down
             ticker = schedule.Scheduler()
             ticker.every(max(1, round(self.config.poll_interval))).seconds.do(self.safe_tick)
             # schedule times jobs on the naive local wall clock, which a DST fall-back or an

@@ -46,7 +46,8 @@ class PollReport:
 
 def user_agent(config: Config) -> str:
     """``digest/0.1 (+https://example.org/digest/)``."""
-    return f"digest/{__version__} (+{config.site_url or 'https://pypi.org/project/digest/'})"
+    where = f"+{config.site_url}" if config.site_url else "papers-digest"
+    return f"digest/{__version__} ({where})"
 
 
 def _params(source: SourceConfig) -> dict[str, str]:

@@ -93,7 +93,10 @@ def build_message(digest: Digest, text: str, html: str, smtp: SmtpConfig, list_h
     """The complete message for one subscriber's digest issue."""
     assert digest.profile.email is not None
     msg = EmailMessage()
-    msg["From"] = Address(header_text(digest.title), addr_spec=smtp.sender)
+    # The configured display name, else the digest's title; non-ASCII names go out as
+    # RFC 2047 encoded words (the SMTP policy of wire_bytes).
+    name = header_text(smtp.from_name) if smtp.from_name else header_text(digest.title)
+    msg["From"] = Address(name, addr_spec=smtp.sender)
     msg["To"] = Address(header_text(digest.profile.name), addr_spec=digest.profile.email)
     if smtp.reply_to:
         msg["Reply-To"] = smtp.reply_to

@@ -250,3 +250,177 @@ def test_template_errors_stop_the_run_before_ingest(project: Project,
     (custom / "digest.md.j2").unlink()
     code, out, _ = digest(capsys, "run", "--config", str(project.config_path))
     assert code == 0 and "digest for all: issue 1, 4 new papers" in out  # nothing was lost
+
+
+def test_every_help_ends_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = digest(capsys, "--help")
+    assert code == 0 and "Example:" in out and "digest init my-digest" in out
+    for name in cli.commands:
+        code, sub, _ = digest(capsys, name, "--help")
+        assert code == 0
+        example = sub.split("Example:", 1)
+        assert len(example) == 2, f"digest {name} --help has no Example"
+        first = example[1].strip().splitlines()[0]
+        assert first.startswith(f"digest {name}"), (name, first)  # kept on its own line
+
+
+def test_version_names_the_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    import digest as package
+
+    code, out, _ = digest(capsys, "--version")
+    assert code == 0 and out == f"digest, version {version('papers-digest')}\n"
+    assert package.__version__ == version("papers-digest")
+
+
+def test_help_imports_only_click_and_the_cli() -> None:
+    heavy = ("numpy", "jinja2", "justhtml", "feedgen", "feedparser", "httpx", "css_inline",
+             "markdown", "waitress", "Stemmer", "sqlite3", "digest.pipeline", "digest.config",
+             "digest.store", "digest.rank", "digest.models")
+    code = ("import sys; from digest.cli import main; rc = main(['--help']); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules)); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_lazy_package_keeps_its_public_api() -> None:
+    import digest as package
+    from digest import load_config, preview, read_dump, run
+    from digest.pipeline import run as pipeline_run
+
+    assert run is pipeline_run and callable(preview) and callable(load_config)
+    assert callable(read_dump)
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        package.nope  # noqa: B018
+
+
+def test_shell_completion_through_the_console_script() -> None:
+    import os
+
+    exe = shutil.which("digest", path=str(Path(sys.executable).parent))
+    assert exe
+    source = subprocess.run([exe], env={**os.environ, "_DIGEST_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, check=False)
+    assert source.returncode == 0 and "_digest_completion" in source.stdout
+    assert "complete -o nosort -F _digest_completion digest" in source.stdout
+    words = subprocess.run([exe], env={**os.environ, "_DIGEST_COMPLETE": "bash_complete",
+                                       "COMP_WORDS": "digest pre", "COMP_CWORD": "1"},
+                           capture_output=True, text=True, check=False)
+    assert words.returncode == 0 and words.stdout.split() == ["plain,preview"]
+    for shell in ("zsh", "fish"):
+        proc = subprocess.run([exe], env={**os.environ, "_DIGEST_COMPLETE": f"{shell}_source"},
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0 and "_DIGEST_COMPLETE" in proc.stdout, shell
+
+
+def test_preview_eml_without_smtp_uses_placeholders(project: Project,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from email import message_from_bytes, policy
+
+    assert project.config().smtp is None
+    dated(project.drop(DATA / "shape_meta.txt"))
+    before = tree_state(project.root)
+    code, out, err = digest(capsys, "preview", "--config", str(project.config_path),
+                            "--format", "eml")
+    assert code == 0, err
+    files = [Path(line) for line in out.splitlines()]
+    try:
+        assert len(files) == 2  # ana, and 'all', who has no address
+        msgs = {f.name.split("-")[2]: message_from_bytes(f.read_bytes(), policy=policy.default)
+                for f in files}
+        for name, msg in msgs.items():
+            sender = msg["From"].addresses[0]  # type: ignore[attr-defined]
+            assert (sender.display_name, sender.addr_spec) == ("Test digest",
+                                                               "digest@digest.invalid")
+            assert str(msg["Message-ID"]).endswith("@digest.invalid>")
+            assert msg.get_content_type() == "multipart/alternative", name
+        assert msgs["ana"]["To"].addresses[0].addr_spec == "ana@example.org"  # type: ignore[attr-defined]
+        assert msgs["all"]["To"].addresses[0].addr_spec == "all@digest.invalid"  # type: ignore[attr-defined]
+        assert "sender is digest@digest.invalid" in err
+        assert "all has no e-mail address: the preview is addressed to all@digest.invalid" in err
+        assert all(project.root not in f.parents for f in files)
+    finally:
+        for f in files:
+            f.unlink()
+    assert tree_state(project.root) == before
+    config = project.config()
+    assert config.smtp is None and config.subscriber("all").email is None  # preview only
+
+
+def test_preview_json(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    dated(project.drop(DATA / "shape_meta.txt"))
+    code, out, err = digest(capsys, "preview", "--config", str(project.config_path), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report) == {"subscribers", "dumps", "rejected", "warnings"}
+    ana, all_ = report["subscribers"]["ana"], report["subscribers"]["all"]
+    assert (ana["issue"], ana["new"], all_["new"], all_["matched"]) == (1, 4, 4, 4)
+    assert ana["matched"] == len(ana["items"]) and ana["others"] == 4 - ana["matched"]
+    assert set(ana["items"][0]) == {"rank", "title", "key", "score", "url", "terms"}
+    assert any(item["terms"] for item in ana["items"])
+    assert [i["rank"] for i in ana["items"]] == list(range(1, len(ana["items"]) + 1))
+    code, out, _ = digest(capsys, "preview", "--config", str(project.config_path), "--json",
+                          "--subscriber", "ana")
+    assert list(json.loads(out)["subscribers"]) == ["ana"]
+    code, _, err = digest(capsys, "preview", "--config", str(project.config_path), "--json",
+                          "--format", "html")
+    assert code == 2 and "--json" in err
+
+
+def test_run_exits_3_while_due_mail_is_undelivered(project: Project,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from mailserver import SUBSCRIBERS, Server, smtp_table
+
+    server = Server()  # its port, but not listening yet: connection refused
+    project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
+    dated(project.drop(DATA / "shape_meta.txt"))
+    args = ["--config", str(project.config_path)]
+    code, out, err = digest(capsys, "run", *args)
+    assert code == 3, err
+    assert "digest for ana: issue 1" in out and "e-mail: 0 sent, 2 to retry, 0 failed" in out
+    assert "could not be delivered" in err and "exit 3" in err
+    code, out, _ = digest(capsys, "status", *args, "--json")
+    rows = json.loads(out)["deliveries"]
+    assert code == 0 and [(r["subscriber"], r["status"]) for r in rows] == [
+        ("ana", "pending"), ("bo", "pending")]
+    assert all("cannot connect" in r["last_error"] for r in rows)
+    server.start()
+    try:
+        code, out, err = digest(capsys, "run", *args)  # the first retry is due at once
+        assert code == 0, err
+        assert "e-mail: 2 sent, 0 to retry, 0 failed" in out
+        assert len(server.recorder.received) == 2
+        code, out, _ = digest(capsys, "status", *args, "--json")
+        assert json.loads(out)["deliveries"] == []
+        code, out, err = digest(capsys, "run", *args, "--json")  # nothing new, nothing due
+        assert code == 0 and json.loads(out)["email"]["sent"] == 0, err
+    finally:
+        server.stop()
+
+
+def test_daemon_once_exits_3_when_its_mail_is_undelivered(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailserver import SUBSCRIBERS, Server, smtp_table
+
+    server = Server()
+    project.write_config(SUBSCRIBERS, extra=smtp_table(server.port))
+    dated(project.drop(DATA / "shape_meta.txt"))
+    args = ["daemon", "--once", "--config", str(project.config_path)]
+    code, _, err = digest(capsys, *args)
+    assert code == 3, err
+    assert "polling every" not in err and "daemon started" not in err
+    assert "e-mail: 0 sent, 2 to retry, 0 failed" in err and "exit 3" in err
+    server.start()
+    try:
+        code, _, err = digest(capsys, *args)  # the retry goes out with the next tick
+        assert code == 0, err
+        assert "e-mail: 2 sent, 0 to retry, 0 failed" in err
+        assert len(server.recorder.received) == 2
+    finally:
+        server.stop()

@@ -262,3 +262,36 @@ def test_a_folder_where_a_feed_goes_stops_the_run_before_ingest(
     _, err = capsys.readouterr()
     assert_config_error(code, err, f"[digest].feeds_dir: {feed} is a folder, not a file")
     assert store_rows(project) is None
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("Name <notanaddr>", "is not one e-mail address"),
+    ("a <a@example.org>, b <b@example.org>", "is not one e-mail address"),
+    ("team: a@example.org;", "is not an e-mail address"),
+    ("Name <a@example.org> trailing", "is not one e-mail address"),
+    ("Name <ü@example.org>", "is not one e-mail address"),
+    ("N" * 201 + " <a@example.org>", "at most 200"),
+    ("not an address", "is not an e-mail address"),
+])
+def test_a_bad_sender_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        value: str, needle: str) -> None:
+    code, err = run_config(tmp_path, capsys, f'[smtp]\nhost = "localhost"\nfrom = "{value}"\n')
+    assert_config_error(code, err, "config.toml:3: [smtp].from: ", needle)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    ("Papers Digest <digest@example.org>", "Papers Digest"),
+    ('\\"Doe, J.\\" <digest@example.org>', "Doe, J."),
+    ("Lesezirkel für Papiere 论文 <digest@example.org>", "Lesezirkel für Papiere 论文"),
+    ("  Spaced   Out  <digest@example.org> ", "Spaced Out"),
+    ("<digest@example.org>", None),
+    ("digest@example.org", None),
+])
+def test_a_sender_with_or_without_a_display_name(tmp_path: Path, value: str,
+                                                 name: str | None) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[smtp]\nhost = "localhost"\nfrom = "{value}"\n', encoding="utf-8")
+    smtp = config_module.load_config(path).smtp
+    assert smtp is not None
+    assert (smtp.from_name, smtp.sender) == (name, "digest@example.org")

@@ -7,6 +7,7 @@ import re
 import stat
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -461,3 +462,40 @@ def test_a_damaged_secret_is_an_error_and_perms_are_tightened(tmp_path: Path) ->
     assert load_secret(fresh, create=False) is None and not fresh.exists()
     first = load_secret(fresh)
     assert first is not None and len(first) == 64 and load_secret(fresh) == first
+
+
+@pytest.mark.parametrize("name", ["Papers Digest", "Lesezirkel für Papiere · 论文"])
+def test_a_sender_display_name_reaches_the_reader(project: Project, server: Server, clock: Clock,
+                                                  name: str) -> None:
+    table = smtp_table(server.port).replace('from = "digest@example.org"',
+                                            f'from = "{name} <digest@example.org>"')
+    project.write_config(SUBSCRIBERS, extra=table)
+    config = project.config()
+    assert config.smtp is not None
+    assert (config.smtp.sender, config.smtp.from_name) == ("digest@example.org", name)
+    envelope_from: list[str] = []
+    keep = server.recorder.handle_DATA
+
+    async def handle_data(srv: Any, session: Any, envelope: Any) -> str:
+        envelope_from.append(envelope.mail_from)
+        return await keep(srv, session, envelope)
+
+    server.recorder.handle_DATA = handle_data  # type: ignore[method-assign, assignment]
+    dated(project.drop(DATA / "shape_meta.txt"))
+    report = run(config, now=clock)
+    assert report.delivery is not None and len(report.delivery.sent) == 2
+    assert envelope_from == ["digest@example.org"] * 2  # the envelope: the bare address
+    for raw, msg in zip(server.recorder.received, server.recorder.messages(), strict=True):
+        sender = msg["From"].addresses[0]
+        assert (sender.display_name, sender.addr_spec) == (name, "digest@example.org")
+        assert re.fullmatch(r"<digest\.1\.[0-9a-f]{16}@example\.org>", str(msg["Message-ID"]))
+        head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+        assert head.isascii()  # on the wire: ASCII, a non-ASCII name as RFC 2047 words
+        line = re.search(rb"^From:(.*(?:\r?\n[ \t].*)*)", head, re.M)
+        assert line is not None
+        value = b" ".join(line.group(1).split())
+        if name.isascii():
+            assert value == f"{name} <digest@example.org>".encode()
+        else:
+            assert re.search(rb"=\?utf-8\?[qb]\?", value, re.I), value
+            assert value.endswith(b" <digest@example.org>")
