@@ -62,7 +62,7 @@ _FILLERS = frozenset({"a", "an", "the", "and"})  # "&" normalises away; "and" ma
 HF_PAPER = "https://huggingface.co/papers/"
 HF_SEARCH = "https://huggingface.co/papers"
 BUDGET_SPENT = "not yet: the time budget was spent"
-USER_AGENT = f"digest/{__version__} (+https://pypi.org/project/digest/)"
+USER_AGENT = f"digest/{__version__} (papers-digest)"
 
 
 def search_url(title: str) -> str:
