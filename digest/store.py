@@ -140,6 +140,14 @@ def _ranked_from(paper: Paper, score: float, explained: str, rank: int) -> Ranke
                   tuple(found.get("similar", ())), bool(found.get("learned", False)))
 
 
+def _ranked_row(row: sqlite3.Row | tuple[object, ...]) -> Ranked:
+    """A ranked item from ``{_PAPER_COLUMNS}, score, matches, rank, ...`` (what follows the
+    three is the caller's)."""
+    score, explained, rank = tuple(row)[_N_PAPER_COLUMNS:_N_PAPER_COLUMNS + 3]
+    return _ranked_from(_paper_from_row(row), float(str(score)), str(explained),
+                        int(str(rank)))
+
+
 _TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
 
 
@@ -641,12 +649,7 @@ class Store:
             " JOIN issue_items ii ON ii.issue_id = i.id JOIN papers p ON p.id = ii.paper_id"
             " WHERE i.subscriber = ? ORDER BY i.number DESC, ii.rank ASC LIMIT ?",
             (name, limit))
-        items = []
-        for row in rows:
-            score, matches_json, rank = row[_N_PAPER_COLUMNS:]
-            items.append(_ranked_from(_paper_from_row(row), float(score), matches_json,
-                                      int(rank)))
-        return items
+        return [_ranked_row(row) for row in rows]
 
     _ISSUE_COLUMNS = ("id, subscriber, number, from_run, to_run, generated_at, new_papers,"
                       " matched")
@@ -676,12 +679,7 @@ class Store:
             f"SELECT {_PAPER_COLUMNS}, ii.score, ii.matches, ii.rank FROM issue_items ii"
             " JOIN papers p ON p.id = ii.paper_id WHERE ii.issue_id = ? ORDER BY ii.rank",
             (issue_id,))
-        out = []
-        for row in rows:
-            score, matches_json, rank = row[_N_PAPER_COLUMNS:]
-            out.append(_ranked_from(_paper_from_row(row), float(score), matches_json,
-                                    int(rank)))
-        return out
+        return [_ranked_row(row) for row in rows]
 
     def issue_terms(self, name: str) -> dict[int, list[str]]:
         """Issue number -> the keywords its papers matched (each once per paper, as
@@ -727,9 +725,8 @@ class Store:
             (name, limit))
         out = []
         for row in rows:
-            score, matches_json, rank, issue_id, source, html = row[_N_PAPER_COLUMNS:]
-            out.append((int(issue_id), _ranked_from(_paper_from_row(row), float(score),
-                                                    matches_json, int(rank)),
+            issue_id, source, html = row[_N_PAPER_COLUMNS + 3:]
+            out.append((int(issue_id), _ranked_row(row),
                         tuple(row[:-2]), None if html is None else (str(source), str(html))))
         return out
 
