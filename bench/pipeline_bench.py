@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import resource
@@ -117,6 +118,7 @@ def row(stage: str, n: int, ours: float, naive: float, note: str = "") -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("DIGEST_ENRICH", "0")  # no link lookups: not measured here
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--papers", type=int, default=10_000)
     parser.add_argument("--store", type=int, default=100_000)

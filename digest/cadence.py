@@ -79,6 +79,10 @@ def latest_slot(cadence: Cadence, zone: ZoneInfo, now: datetime) -> datetime | N
 
 def is_due(cadence: Cadence, zone: ZoneInfo, now: datetime, last: datetime | None) -> bool:
     """Is a digest owed: a slot has passed since the last one published (or ever)?"""
-    slot = latest_slot(cadence, zone, now)
+    return slot_due(latest_slot(cadence, zone, now), now, last)
+
+
+def slot_due(slot: datetime | None, now: datetime, last: datetime | None) -> bool:
+    """``is_due`` given the latest slot (readers with one cadence and zone share it)."""
     # A slot from the future was recorded under a clock that ran ahead: do not wait for it.
     return slot is None or last is None or slot > last or last > now

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -85,6 +85,11 @@ def _report_dict(report: RunReport) -> dict[str, Any]:
         "feeds_written": report.feeds_written,
         "feeds_unchanged": report.feeds_unchanged,
         "site_written": report.site_written,
+        "links": None if report.links is None else {
+            "looked_up": report.links.looked_up, "linked": report.links.linked,
+            "from_hf": report.links.from_hf, "from_arxiv": report.links.from_arxiv,
+            "pending": report.links.pending, "seconds": report.links.seconds,
+            "why_pending": list(report.links.why_pending)},
     }
 
 
@@ -103,11 +108,17 @@ def _print_ingest(report: RunReport) -> None:
         click.echo(f"skipped {_shown(path)}: identical to {same}, already ingested (no-op)")
 
 
-def _live_report() -> RunReport:
-    """A report that prints warnings and rejected files on stderr as they happen."""
+def _live_report(progress: _Progress | None = None) -> RunReport:
+    """A report that prints warnings and rejected files on stderr as they happen (on a
+    line of their own, after any progress line)."""
     from .models import RunReport
 
-    return RunReport(sink=lambda line: click.echo(line, err=True))
+    def sink(line: str) -> None:
+        if progress is not None:
+            progress.end()
+        click.echo(line, err=True)
+
+    return RunReport(sink=sink)
 
 
 def _undelivered(delivery: Any) -> bool:
@@ -126,14 +137,30 @@ def _finish(report: RunReport) -> None:
         raise SystemExit(EXIT_UNDELIVERED)
 
 
-def _progress() -> Callable[[str], None]:
-    """Sending progress: one updating line on a terminal, plain log lines otherwise."""
-    if sys.stderr.isatty():
-        def show(line: str) -> None:
-            click.echo(f"\r\x1b[2K{line}", err=True, nl=line.startswith(("failed", "will")))
-        return show
-    return lambda line: click.echo(
-        f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} digest: {line}", err=True)
+class _Progress:
+    """Progress of long work (ingest, links, sending): one updating line on a terminal,
+    plain time-stamped log lines otherwise. ``end()`` closes an open terminal line."""
+
+    def __init__(self) -> None:
+        self.terminal = sys.stderr.isatty()
+        self.open = False
+
+    def __call__(self, line: str) -> None:
+        if not self.terminal:
+            click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} digest: {line}", err=True)
+            return
+        keep = line.startswith(("failed", "will"))  # those stay on screen
+        click.echo(f"\r\x1b[2K{line}", err=True, nl=keep)
+        self.open = not keep
+
+    def end(self) -> None:
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+
+
+def _progress() -> _Progress:
+    return _Progress()
 
 
 def _delivery_dict(report: Any) -> dict[str, Any] | None:
@@ -146,8 +173,6 @@ def _delivery_dict(report: Any) -> dict[str, Any] | None:
 def _print_delivery(report: Any) -> None:
     if report is None:
         return
-    if sys.stderr.isatty() and report.sent:
-        click.echo("", err=True)  # end the progress line
     click.echo(f"e-mail: {len(report.sent)} sent, {len(report.retrying)} to retry, "
                f"{len(report.failed)} failed" + (f", {report.not_due} waiting to retry later"
                                                  if report.not_due else ""))
@@ -170,8 +195,12 @@ def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -
     """
     from .pipeline import run
 
-    report = run(_config(config_path), report=_live_report(), send=not no_send,
-                 progress=_progress(), wait=wait)
+    progress = _progress()
+    try:
+        report = run(_config(config_path), report=_live_report(progress), send=not no_send,
+                     progress=progress, wait=wait)
+    finally:
+        progress.end()
     if as_json:
         click.echo(json.dumps({**_report_dict(report),
                                "email": _delivery_dict(report.delivery)}, indent=2))
@@ -189,6 +218,8 @@ def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -
         return
     _print_ingest(report)
     click.echo(f"{report.new_papers} new papers; the store now holds {report.total_papers}.")
+    if report.links is not None:
+        click.echo(report.links.line())
     for d in report.digests:
         click.echo(f"digest for {d['subscriber']}: issue {d['issue']}, {d['new']} new papers, "
                    f"{d['matched']} matches -> {_shown(str(d['markdown']))} (.html beside it)")
@@ -608,7 +639,8 @@ def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscri
              as_json: bool) -> None:
     """Deliver every pending e-mail now (retries included, whatever their back-off).
 
-    Exits 1 when some e-mail is left to retry.
+    Exits 3 when some e-mail could not be delivered (failed, or left to retry), as
+    `digest run` does.
 
     \b
     Example:
@@ -623,7 +655,11 @@ def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscri
         raise UsageError("--retry-failed changes the queue; it cannot go with --dry-run")
     config = _config(config_path)
     requeue = _requeue_failed(config, subscriber) if retry_failed else None
-    report, written = send_pending(config, dry_run=dry_run, progress=_progress())
+    progress = _progress()
+    try:
+        report, written = send_pending(config, dry_run=dry_run, progress=progress)
+    finally:
+        progress.end()
     if dry_run:
         if as_json:
             click.echo(json.dumps({"written": [str(p) for p in written]}, indent=2))
@@ -644,8 +680,8 @@ def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscri
         if requeue is not None:
             _print_requeue(requeue, subscriber)
         _print_delivery(report)
-    if report.retrying:
-        raise SystemExit(1)
+    if _undelivered(report):
+        raise SystemExit(EXIT_UNDELIVERED)
 
 
 def _mail_addresses(config: Any) -> dict[str, str]:

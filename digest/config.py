@@ -32,6 +32,7 @@ _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\".]+(\.[^@\s<>\".]+)*$")
 # Upper bounds of the numbers: far above any real use, and within what every consumer
 # (SQLite's 64-bit integers, floats, socket timeouts, timers) can hold.
 MAX_FEED_SIZE = 10_000
+MAX_ENRICH_BUDGET = 600  # seconds: enrichment never holds a run up longer
 MAX_ALSO_NEW = 10_000
 MAX_ITEMS = 10_000
 MAX_RESULTS = 2_000
@@ -170,6 +171,8 @@ class Config:
     poll_interval: float = 600.0
     ranking: RankingConfig = RankingConfig()
     site_dir: Path | None = None  # the browsable site (index, archives, issue pages)
+    enrich: bool = True  # look up links and names of papers read without them
+    enrich_budget: int = 30  # seconds a run may spend on that at most
 
     @property
     def site(self) -> Path:
@@ -389,7 +392,8 @@ def _keywords(check: _Checker, index: int, data: dict[str, Any], key: str) -> tu
 
 
 _DIGEST_KEYS = ("title", "inbox", "data_dir", "feeds_dir", "site_dir", "site_url", "feed_size",
-                "also_new", "templates", "timezone", "intro", "poll_interval")
+                "also_new", "templates", "timezone", "intro", "poll_interval", "enrich",
+                "enrich_budget")
 _SUBSCRIBER_KEYS = ("name", "email", "keywords", "exclude", "min_score", "max_items", "feed",
                     "mail", "cadence", "timezone", "interest")
 _SOURCE_KEYS = ("name", "type", "url", "date", "query", "max_results", "path")
@@ -755,6 +759,9 @@ def parse_config(path: Path, text: str) -> Config:
         poll_interval=_interval(check, digest),
         ranking=_ranking(base, check, raw.get("ranking")),
         subscribers=tuple(s for s in subscribers if s is not None),
+        enrich=_typed(check, "digest", None, digest, "enrich", bool, True, "true or false"),
+        enrich_budget=_integer(check, "digest", None, digest, "enrich_budget", 30, 0,
+                               MAX_ENRICH_BUDGET, " seconds"),
     )
     _check_site(check, config)
     if check.problems:

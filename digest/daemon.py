@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import schedule
 
-from .cadence import is_due, latest_slot, parse_cadence
+from .cadence import Cadence, latest_slot, parse_cadence, slot_due
 from .config import Config
 from .errors import DigestError
 from .fetch import PollReport, poll
@@ -68,15 +68,20 @@ class Daemon:
         self.started = False  # holds the daemon lock (a signal before that just exits)
         self.stopping = threading.Event()  # set by serve's caller on SIGTERM
         self.last: TickReport | None = None  # the latest tick that finished
+        self._slots: dict[str, datetime | None] = {}  # job slots as ``due`` last read them
+        self._cadences = [(p.name, parse_cadence(p.cadence),
+                           ZoneInfo(p.timezone or config.timezone)) for p in config.subscribers]
 
     def due(self, store: Store, moment: datetime) -> dict[str, datetime | None]:
         """Subscribers owed a digest at ``moment``, with the slot it is for."""
         owed: dict[str, datetime | None] = {}
-        for p in self.config.subscribers:
-            cadence = parse_cadence(p.cadence)
-            zone = ZoneInfo(p.timezone or self.config.timezone)
-            if is_due(cadence, zone, moment, store.job_slot(f"digest:{p.name}")):
-                owed[p.name] = latest_slot(cadence, zone, moment)
+        slots = self._slots = store.job_slots("digest:")
+        latest: dict[tuple[Cadence, ZoneInfo], datetime | None] = {}  # readers share them
+        for name, cadence, zone in self._cadences:
+            if (cadence, zone) not in latest:
+                latest[cadence, zone] = latest_slot(cadence, zone, moment)
+            if slot_due(latest[cadence, zone], moment, slots.get(f"digest:{name}")):
+                owed[name] = latest[cadence, zone]
         return owed
 
     def tick(self) -> TickReport:
@@ -97,9 +102,11 @@ class Daemon:
                          send=self.send, report=RunReport(sink=self.log), wait=True)
         store = Store.open(self.config.store_path)
         try:  # those with nothing new; a digest marked its own slot when it was recorded
-            for name, slot in owed.items():
-                store.set_job_slot(f"digest:{name}", slot, moment)
-            store.set_job_slot("poll", None, moment)
+            # Only slots that moved: "every run" has none, and a slot already kept stays.
+            store.set_job_slots({**{f"digest:{name}": slot for name, slot in owed.items()
+                                    if slot is not None and
+                                    self._slots.get(f"digest:{name}") != slot},
+                                 "poll": None}, moment)
         finally:
             store.close()
         digests = ", ".join(f"{d['subscriber']} #{d['issue']}" for d in report.run.digests)

@@ -337,6 +337,25 @@ _CHUNK = 500  # keys per SELECT (well under SQLite's bound-parameter limit)
 _warned: set[Path] = set()  # cache files already warned about
 
 
+def _set_up(db: sqlite3.Connection) -> None:
+    """WAL mode and the table. Switching to WAL takes the file exclusively, and SQLite
+    does not wait for that (no busy handler): two processes opening a new cache at once
+    see "database is locked". That is retried a few times, briefly, then given up."""
+    for attempt in range(1, 21):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, "
+                       "key TEXT NOT NULL, vector BLOB NOT NULL, "
+                       "PRIMARY KEY (model, key)) WITHOUT ROWID")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 20:
+                raise
+            time.sleep(0.02 * attempt)  # about 4 s in all at most
+
+
 class VectorCache:
     """Vectors already computed: (model id, text key) -> float32 blob, in a SQLite file.
 
@@ -353,11 +372,7 @@ class VectorCache:
             db = sqlite3.connect(path, timeout=10, isolation_level=None,
                                  check_same_thread=False)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, "
-                           "key TEXT NOT NULL, vector BLOB NOT NULL, "
-                           "PRIMARY KEY (model, key)) WITHOUT ROWID")
+                _set_up(db)
             except BaseException:
                 db.close()
                 raise

@@ -30,21 +30,20 @@ from dataclasses import dataclass
 from datetime import date
 from difflib import SequenceMatcher
 from types import TracebackType
-from typing import Literal, Protocol
-from urllib.parse import urlencode
+from typing import Protocol
 
 import httpx
 
 from . import __version__
 from .errors import InputError
-from .identity import http_url, normalise_title
-from .models import Paper
+from .identity import http_url, normalise_title, search_url
+from .models import Paper, Resolution, Source
 from .sources import decode, feeds, hf_json
 from .sources.markup import clean
 
 Clock = Callable[[], float]  # monotonic seconds (time.monotonic; a fake one in tests)
 Sleep = Callable[[float], None]
-Source = Literal["hf-daily", "arxiv", "none"]
+Progress = Callable[[int, int, int], None]  # (asked, to ask, linked so far) of arXiv
 
 HF_BASE = "https://huggingface.co"
 ARXIV_BASE = "https://export.arxiv.org"
@@ -52,6 +51,7 @@ ARXIV_SPACING = 3.0  # seconds between arXiv API requests, as arXiv's terms of u
 ARXIV_RESULTS = 3  # candidates asked per title
 MAX_BYTES = 5_000_000  # a day's listing is well under 1 MB; anything over 5 MB is refused
 MAX_WAIT = 60.0  # the longest Retry-After honoured within a run
+MAX_DAYS = 3  # daily listings asked per call (a copy of one page has one day)
 MAX_FAILURES = 2  # consecutive arXiv failures after which the rest waits for the next run
 FUZZY_MIN = 0.95  # similarity of two whole titles (fillers dropped) to be one paper
 _TYPO_MIN = 0.8  # similarity of two differing words to be one word misspelt
@@ -60,48 +60,8 @@ _MAX_TITLE = 400  # characters of a title compared (bounds the quadratic matcher
 _QUERY_WORDS = 30  # words of a title sent to arXiv
 _FILLERS = frozenset({"a", "an", "the", "and"})  # "&" normalises away; "and" may be missing
 HF_PAPER = "https://huggingface.co/papers/"
-HF_SEARCH = "https://huggingface.co/papers"
 BUDGET_SPENT = "not yet: the time budget was spent"
 USER_AGENT = f"digest/{__version__} (papers-digest)"
-
-
-def search_url(title: str) -> str:
-    """The HF papers search for ``title``: the link of a paper nothing else is known of."""
-    return f"{HF_SEARCH}?{urlencode({'q': clean(title)[:_MAX_TITLE]})}"
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """What is known of one paper's identity, keyed like the paper.
-
-    ``source`` says who resolved it ("hf-daily", "arxiv") or "none". An unresolved paper
-    is ``pending`` when the lookup could not finish this run (budget spent, an error): it
-    is asked again next run. Otherwise it was looked for and not found, and is not asked
-    again. ``reason`` says why it is unresolved.
-    """
-
-    key: str
-    title: str
-    arxiv_id: str | None = None
-    url: str | None = None
-    author_names: tuple[str, ...] = ()
-    source: Source = "none"
-    pending: bool = False
-    reason: str = ""
-
-    @property
-    def resolved(self) -> bool:
-        return self.source != "none"
-
-    @property
-    def final(self) -> bool:
-        """Nothing more to ask about this paper (resolved, or looked for and not found)."""
-        return self.resolved or not self.pending
-
-    @property
-    def link(self) -> str:
-        """The paper's page, or the HF search for its title: never nothing."""
-        return self.url or search_url(self.title)
 
 
 class Cache(Protocol):
@@ -326,7 +286,9 @@ class Client:
             after = response.headers.get("Retry-After", "").strip()
             wait = float(after) if after.isdigit() and len(after) < 7 else None
             return Lookup(error=reason, retry_after=wait)
-        return Lookup(error=reason)
+        # The question itself was refused: asking again will not help. (401/403 may be a
+        # proxy or a block that lifts: those are asked again.)
+        return Lookup(error=reason, permanent=response.status_code in (400, 404, 410, 422))
 
     def daily(self, day: date, timeout: float) -> Lookup:
         """The HF daily-papers listing of ``day``."""
@@ -380,21 +342,39 @@ def _resolved(key: str, title: str, paper: Paper, source: Source) -> Resolution:
                       author_names=paper.author_names, source=source)
 
 
+def _take(new: dict[str, Resolution], notes: dict[str, list[str]], key: str,
+          found: Resolution) -> bool:
+    """Keep a match that gives the paper a link; one without (no arXiv id, no page) is
+    no better than none."""
+    if found.url is None:
+        notes[key].append(f"found ({found.source}), but with no link")
+        return False
+    new[key] = found
+    return True
+
+
 def needs_lookup(paper: Paper) -> bool:
     """A paper with neither a page nor an arXiv id."""
     return not paper.url and not paper.arxiv_id
 
 
-def enrich(papers: Sequence[Paper], page_date: date | None, cache: Cache, client: Lookups,
-           budget_s: float, clock: Clock = time.monotonic, *,
-           sleep: Sleep = time.sleep) -> dict[str, Resolution]:
+def enrich(papers: Sequence[Paper], page_date: date | Mapping[str, date] | None,
+           cache: Cache, client: Lookups, budget_s: float, clock: Clock = time.monotonic, *,
+           sleep: Sleep = time.sleep, arxiv_after: float | None = None,
+           on_arxiv: Callable[[float], None] | None = None,
+           progress: Progress | None = None) -> dict[str, Resolution]:
     """A resolution for every paper without a page or an arXiv id, keyed by paper key.
 
     Final cached resolutions are reused without a request; new ones (pending included)
-    are put in the cache. ``page_date`` is the daily page the papers were copied from
-    (None: not a daily page, so only arXiv is asked). Requests stop when ``budget_s``
-    seconds on ``clock`` have passed since the call; arXiv is asked at most once per
-    ``ARXIV_SPACING`` seconds of it. Never raises for anything the network does.
+    are put in the cache. ``page_date`` is the daily page the papers were copied from,
+    one for all or one per paper key (None, or a paper not in the mapping: not from a
+    daily page, so only arXiv is asked); at most ``MAX_DAYS`` listings are asked, the
+    days with the most papers first. Requests stop when ``budget_s`` seconds on
+    ``clock`` have passed since the call; arXiv is asked at most once per
+    ``ARXIV_SPACING`` seconds of it, and not before ``arxiv_after`` (another part of the
+    process asked it last then); ``on_arxiv(t)`` hears when each arXiv request went.
+    ``progress(asked, total, linked)`` hears each arXiv answer. Never raises for
+    anything the network does.
     """
     start = clock()
     titles: dict[str, str] = {}
@@ -413,39 +393,65 @@ def enrich(papers: Sequence[Paper], page_date: date | None, cache: Cache, client
     def left() -> float:
         return budget_s - (clock() - start)
 
-    if todo and page_date is not None:
-        if left() <= 0:
-            pending.update(todo)
-            for key in todo:
-                notes[key].append(BUDGET_SPENT)
+    days: dict[date, dict[str, str]] = {}
+    for key, title in todo.items():
+        day = page_date if isinstance(page_date, date) else \
+            page_date.get(key) if page_date is not None else None
+        if day is not None:
+            days.setdefault(day, {})[key] = title
+    failed: set[str] = set()  # keys whose own lookup failed (an error, not the budget)
+    listed: set[str] = set()  # keys whose day's listing answered
+    for n, (day, group) in enumerate(sorted(days.items(), key=lambda d: (-len(d[1]), d[0]))):
+        if n >= MAX_DAYS or left() <= 0:  # not asked of HF yet: the next pass does
+            pending.update(group)
+            for key in group:
+                notes[key].append(BUDGET_SPENT if left() <= 0 else
+                                  f"not yet: at most {MAX_DAYS} daily listings per run")
+            continue
+        answer = client.daily(day, left())
+        if answer.ok:
+            listed.update(group)
+            for key, paper in match_titles(group, answer.papers).items():
+                _take(new, notes, key, _resolved(key, group[key], paper, "hf-daily"))
+            for key in group:
+                notes[key].append(f"not in the HF listing of {day}")
         else:
-            answer = client.daily(page_date, left())
-            if answer.ok:
-                for key, paper in match_titles(todo, answer.papers).items():
-                    new[key] = _resolved(key, todo[key], paper, "hf-daily")
-                for key in todo:
-                    notes[key].append(f"not in the HF listing of {page_date}")
-            else:
-                pending.update(todo)
-                for key in todo:
-                    notes[key].append(f"HF daily papers: {answer.error}")
+            if not answer.permanent:
+                pending.update(group)
+                failed.update(group)
+            for key in group:
+                notes[key].append(f"HF daily papers: {answer.error}")
 
     rest = [k for k in todo if k not in new]
-    _ask_arxiv(rest, todo, client, new, notes, pending, left, clock, sleep)
+    pace = _Pace(clock() if arxiv_after is None else max(clock(), arxiv_after), on_arxiv,
+                 progress, failed)
+    _ask_arxiv(rest, todo, client, new, notes, pending, left, clock, sleep, pace)
 
     for key in todo:
         if key not in new:
             new[key] = Resolution(key=key, title=todo[key], pending=key in pending,
-                                  reason="; ".join(notes[key]) or "not found")
+                                  reason="; ".join(notes[key]) or "not found",
+                                  failed=key in failed, listed=key in listed)
     cache.put(list(new.values()))
     return {**done, **new}
 
 
+@dataclass(slots=True)
+class _Pace:
+    """When arXiv may be asked next, who hears that it was, and who hears progress."""
+
+    next_at: float
+    on_arxiv: Callable[[float], None] | None
+    progress: Progress | None
+    failed: set[str]  # filled with the keys whose arXiv lookup failed
+
+
 def _ask_arxiv(keys: list[str], titles: Mapping[str, str], client: Lookups,
                new: dict[str, Resolution], notes: dict[str, list[str]], pending: set[str],
-               left: Callable[[], float], clock: Clock, sleep: Sleep) -> None:
+               left: Callable[[], float], clock: Clock, sleep: Sleep, pace: _Pace) -> None:
     """Ask arXiv for each of ``keys`` in turn, spaced, until the budget or arXiv says stop."""
-    next_at = clock()  # when the next arXiv request may go
+    next_at = pace.next_at  # when the next arXiv request may go
+    asked = linked = 0
     failures = 0
     retried: set[str] = set()
     queue = list(keys)
@@ -458,6 +464,8 @@ def _ask_arxiv(keys: list[str], titles: Mapping[str, str], client: Lookups,
         if wait:
             sleep(wait)
         next_at = clock() + ARXIV_SPACING
+        if pace.on_arxiv is not None:
+            pace.on_arxiv(clock())
         answer = client.arxiv_title(titles[key], left())
         if answer.retry_after is not None and key not in retried:
             delay = max(answer.retry_after, ARXIV_SPACING)
@@ -466,11 +474,13 @@ def _ask_arxiv(keys: list[str], titles: Mapping[str, str], client: Lookups,
                 next_at = clock() + delay
                 continue
         queue.pop(0)
+        asked += 1
         if not answer.ok:
             notes[key].append(f"arXiv API: {answer.error}")
             if answer.permanent:
                 continue
             pending.add(key)
+            pace.failed.add(key)
             failures += 1
             if answer.retry_after is not None or failures >= MAX_FAILURES:
                 stopped = "not yet: the arXiv API is busy or failing"
@@ -478,16 +488,20 @@ def _ask_arxiv(keys: list[str], titles: Mapping[str, str], client: Lookups,
             continue
         failures = 0
         match = match_titles({key: titles[key]}, answer.papers).get(key)
-        if match is not None:
-            new[key] = _resolved(key, titles[key], match, "arxiv")
-        else:
+        if match is not None and _take(new, notes, key,
+                                       _resolved(key, titles[key], match, "arxiv")):
+            linked += 1
+        elif match is None:
             notes[key].append("not found by title on the arXiv API")
+        if pace.progress is not None:
+            pace.progress(asked, len(keys), linked)
     for key in queue:
         pending.add(key)
         notes[key].append(stopped)
 
+
 __all__ = [
-    "ARXIV_SPACING", "Cache", "Client", "Lookup", "Lookups", "MemoryCache", "Resolution",
-    "arxiv_query", "enrich", "match_titles", "needs_lookup", "same_title",
+    "ARXIV_SPACING", "MAX_DAYS", "Cache", "Client", "Lookup", "Lookups", "MemoryCache",
+    "Resolution", "arxiv_query", "enrich", "match_titles", "needs_lookup", "same_title",
     "search_url",
 ]

@@ -22,7 +22,7 @@ from feedgen.feed import FeedGenerator
 from .errors import DigestError
 from .identity import short_hash
 from .models import Keyword, Paper, Ranked
-from .render import Renderer, clean_text, safe_url
+from .render import Renderer, clean_text, link_of, safe_url
 
 Warn = Callable[[str], None]
 
@@ -93,9 +93,7 @@ def _entry(item: Ranked, authority: str, tag_date: str, html: str,
     entry.updated(seen)
     for name in _author_names(paper):  # RFC 4287: replaces the feed's author for this entry
         entry.author({"name": name})
-    link = safe_url(paper.url) or next((u for u in paper.links if safe_url(u)), None)
-    if link:
-        entry.link(href=link, rel="alternate")
+    entry.link(href=link_of(paper), rel="alternate")
     entry.content(clean_text(html), type="html")
     for term in item.terms:
         entry.category(term=clean_text(term))

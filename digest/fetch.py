@@ -31,7 +31,18 @@ TRIES = 3
 ARXIV_SPACING = 3.0  # seconds between requests, as arXiv's terms of use ask
 MAX_BYTES = 20_000_000  # a listing is a few MB at most: anything bigger is refused
 _EXTENSIONS = {"hf-daily": "json", "hf-page": "html", "arxiv": "xml", "feed": "xml"}
-_last_arxiv = 0.0
+_last_arxiv = 0.0  # time.monotonic() of this process's last arXiv request (any module)
+
+
+def arxiv_free_at() -> float:
+    """The monotonic time before which this process must not ask arXiv again."""
+    return _last_arxiv + ARXIV_SPACING
+
+
+def note_arxiv(at: float) -> None:
+    """Another part of the process (enrichment) asked arXiv at ``at``."""
+    global _last_arxiv
+    _last_arxiv = max(_last_arxiv, at)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,9 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OutputError
@@ -31,6 +34,63 @@ _LEGACY_TEMP_NAME = re.compile(r"^\.[^/]+\.(?:atom|md|html|eml)\.[a-z0-9_]{8}\.t
 DEFAULT_MODE = 0o644
 
 
+CLEAN_MARK = ".digest-clean"  # in the data folder: no write of ours is under way
+
+
+@dataclass(slots=True)
+class _Section:
+    mark: Path
+    was_clean: bool  # the mark was there when the section opened
+    dirty: bool = False
+
+
+_sections: list[_Section] = []  # the publishing sections open in this process
+
+
+@contextmanager
+def publishing(data_dir: Path) -> Iterator[None]:
+    """Writes within may leave temporary files if the process dies: the first of them
+    durably removes the data folder's clean mark, and a clean exit puts it back. So a run
+    looks for leftovers (``leftovers_possible``) only after a write was cut short, instead
+    of in every folder every time. A section that found the mark missing (leftovers may be
+    waiting for a run) never puts it back. Another writer finishing meanwhile can put the
+    mark back early; the worst that does is leave a stale temporary file in a hidden
+    folder."""
+    section = _Section(data_dir / CLEAN_MARK, os.path.exists(data_dir / CLEAN_MARK))
+    _sections.append(section)
+    try:
+        yield
+        if section.dirty and section.was_clean:
+            mark_clean(data_dir)
+    finally:
+        _sections.remove(section)
+
+
+def leftovers_possible(data_dir: Path) -> bool:
+    """False when every write of ours finished (the data folder's clean mark is there)."""
+    return not os.path.exists(data_dir / CLEAN_MARK)
+
+
+def mark_clean(data_dir: Path) -> None:
+    """No write of ours is under way and no leftover is known (best effort)."""
+    with contextlib.suppress(OSError):
+        (data_dir / CLEAN_MARK).touch()
+
+
+def _writing() -> None:
+    for section in _sections:
+        if not section.dirty:
+            section.dirty = True
+            try:
+                section.mark.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise OutputError(f"{section.mark}: cannot remove: {exc.strerror}; check the "
+                                  "data folder is writable") from None
+            _fsync_folder(section.mark.parent)  # gone for good before any temporary file
+
+
 def atomic_write(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` via temp file + fsync + rename; False if already identical.
 
@@ -43,6 +103,7 @@ def atomic_write(path: Path, data: bytes) -> bool:
         pass
     except OSError as exc:
         raise OutputError(f"{path}: cannot read: {exc.strerror}") from None
+    _writing()
     try:
         _replace(path, data)
     except OSError as exc:
@@ -124,14 +185,18 @@ def is_stale_temp(path: Path) -> bool:
     return bool(_LEGACY_TEMP_NAME.match(path.name))
 
 
-def stale_temps(folder: Path) -> list[Path]:
-    """Temporary files an interrupted write left in ``folder`` (regular files only)."""
+def stale_temps(folder: Path, *, legacy: bool = True) -> list[Path]:
+    """Temporary files an interrupted write left in ``folder`` (regular files only).
+
+    Without ``legacy``, one look-up when there are none (no ``.digest-tmp`` folder): the
+    folder itself is not listed for the names earlier versions used.
+    """
     found: list[Path] = []
-    for where in (folder, folder / TEMP_DIR):
+    for where in ((folder, folder / TEMP_DIR) if legacy else (folder / TEMP_DIR,)):
+        if not os.path.isdir(where) or os.path.islink(where):
+            continue
         try:
-            if where.is_symlink() or not where.is_dir():
-                continue
-            found += [p for p in sorted(where.iterdir())
+            found += [p for p in sorted(Path(where).iterdir())
                       if is_stale_temp(p) and p.is_file() and not p.is_symlink()]
         except OSError:
             continue
@@ -144,8 +209,11 @@ def remove_stale_temps(folder: Path) -> list[tuple[Path, str]]:
     Call it only while holding the lock of every writer of ``folder``: a temporary file
     is stale only if no one is writing it.
     """
-    problems = []
-    for path in stale_temps(folder):
+    problems: list[tuple[Path, str]] = []
+    found = stale_temps(folder)
+    if not found and not os.path.isdir(folder / TEMP_DIR):
+        return problems
+    for path in found:
         try:
             path.unlink()
         except FileNotFoundError:

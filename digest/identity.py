@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 _NON_WORD = re.compile(r"[^\w\s]|_")
 _ARXIV = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$", re.I)
@@ -59,3 +59,23 @@ def http_url(url: str | None) -> str | None:
     except ValueError:  # e.g. an unclosed [IPv6 bracket
         return None
     return url if host else None
+
+
+HF_SEARCH = "https://huggingface.co/papers"
+_MAX_SEARCH = 400  # characters of a title put in a search link
+
+
+def search_url(title: str) -> str:
+    """The HF papers search for ``title``: the link of a paper nothing else is known of."""
+    words = " ".join(strip_xml_illegal(title).split())[:_MAX_SEARCH]
+    return f"{HF_SEARCH}?{urlencode({'q': words})}"
+
+
+def paper_link(url: str | None, arxiv_id: str | None, title: str) -> str:
+    """Where a paper links: its page, else its arXiv abstract, else a search for its
+    title. Never nothing, and only ever a safe http(s) URL (``http_url``)."""
+    if page := http_url(url):
+        return page
+    if arxiv_id and (arxiv := normalise_arxiv_id(arxiv_id)):
+        return f"https://arxiv.org/abs/{arxiv}"
+    return search_url(title)

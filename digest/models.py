@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
+
+from .identity import search_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,45 @@ class Paper:
     summary: str = ""  # a short summary the source gives beside the abstract (HF ai_summary)
     version: int | None = None  # the arXiv version this sighting is of (v2 -> 2)
     revision: bool = False  # the listing announces a new version of an older paper, not a new one
+
+
+Source = Literal["hf-daily", "arxiv", "none"]  # who resolved a paper (enrich)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What is known of one paper's identity, keyed like the paper.
+
+    ``source`` says who resolved it ("hf-daily", "arxiv") or "none". An unresolved paper
+    is ``pending`` when the lookup could not finish this run (budget spent, an error): it
+    is asked again next run. Otherwise it was looked for and not found, and is not asked
+    again. ``reason`` says why it is unresolved.
+    """
+
+    key: str
+    title: str
+    arxiv_id: str | None = None
+    url: str | None = None
+    author_names: tuple[str, ...] = ()
+    source: Source = "none"
+    pending: bool = False
+    reason: str = ""
+    failed: bool = False  # its own lookup failed this pass (an error, not the budget)
+    listed: bool = False  # its day's HF listing answered (and did not have it)
+
+    @property
+    def resolved(self) -> bool:
+        return self.source != "none"
+
+    @property
+    def final(self) -> bool:
+        """Nothing more to ask about this paper (resolved, or looked for and not found)."""
+        return self.resolved or not self.pending
+
+    @property
+    def link(self) -> str:
+        """The paper's page, or the HF search for its title: never nothing."""
+        return self.url or search_url(self.title)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +182,31 @@ class Digest:
     intro: str = ""  # the operator's Markdown note shown at the top (trusted text)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkReport:
+    """What one enrichment pass did: papers looked up, linked (by whom), left pending."""
+
+    looked_up: int
+    from_hf: int
+    from_arxiv: int
+    pending: int
+    seconds: float
+    why_pending: tuple[str, ...] = ()
+
+    @property
+    def linked(self) -> int:
+        return self.from_hf + self.from_arxiv
+
+    def line(self) -> str:
+        text = (f"links: {self.linked} of {self.looked_up} papers without a link found "
+                f"({self.from_hf} in the HF daily listing, {self.from_arxiv} on arXiv) in "
+                f"{self.seconds:.1f} s")
+        if self.pending:
+            text += (f"; {self.pending} asked again next run ({'; '.join(self.why_pending)}),"
+                     " meanwhile they link to a search for their title")
+        return text
+
+
 @dataclass(slots=True)
 class RunReport:
     """What one run did, counted per stage (the CLI prints it).
@@ -162,6 +228,7 @@ class RunReport:
     site_written: list[str] = field(default_factory=list)  # site pages whose bytes changed
     sink: Callable[[str], None] | None = None
     delivery: Any = None  # send.SendReport when e-mail went out
+    links: LinkReport | None = None  # what enrichment looked up, when it ran
 
     def warn(self, message: str) -> None:
         """Record a warning (``file:line: warning: ...``)."""

@@ -13,10 +13,13 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -24,19 +27,36 @@ from zoneinfo import ZoneInfo
 
 from . import __version__
 from .config import Config, RankingConfig, SmtpConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, StoreError
 from .faults import checkpoint
 from .feed import build_feed
 from .fit import fit_html
-from .fsutil import TEMP_DIR, atomic_write, folder_problem, remove_stale_temps
+from .fsutil import (
+    TEMP_DIR,
+    atomic_write,
+    folder_problem,
+    leftovers_possible,
+    mark_clean,
+    publishing,
+    remove_stale_temps,
+)
 from .links import links_for
 from .lock import exclusive
 from .mail import build_message, unsubscribe_for, wire_bytes
-from .models import Digest, Paper, ParsedDump, Profile, Ranked, RunReport
+from .models import (
+    Digest,
+    LinkReport,
+    Paper,
+    ParsedDump,
+    Profile,
+    Ranked,
+    Resolution,
+    RunReport,
+)
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
 from .send import SendReport, deliver
-from .site import build_site, site_folders, stem
+from .site import build_site, site_current, stem
 from .sources import inbox_files, iter_dumps
 from .store import Cursor, Outgoing, Store
 from .tokens import load_secret
@@ -47,6 +67,10 @@ if TYPE_CHECKING:
     from .embed import Embedder, VectorCache
 
 Clock = Callable[[], datetime]
+ENRICH_OFF_ENV = "DIGEST_ENRICH"  # "0": no lookups in this process (offline machines, tests)
+ENRICH_URL_ENV = "DIGEST_ENRICH_URL"  # one base URL answering for both APIs (a mirror)
+ENRICH_RETRY = timedelta(minutes=30)  # a lookup that could not finish waits this long,
+ENRICH_TRIES = 6  # failures, doubling the wait each time, then it is given up (15.5 h)
 SEMANTIC_OFF = "semantic ranking is off: the extra is not installed (pip install '.[semantic]')"
 _told_semantic_off = False  # that line is said once per process (a daemon runs many times)
 
@@ -226,15 +250,19 @@ def build_corpus(papers: Sequence[Paper], only: Iterable[str] | None = None,
 
 def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
            kind: str = "run", subscribers: Sequence[str] = (),
-           zone: tzinfo | None = None, semantic: Semantic | None = None) -> None:
+           zone: tzinfo | None = None, semantic: Semantic | None = None,
+           progress: Callable[[str], None] | None = None) -> None:
     """Ingest each dump not seen before (by content), one transaction per dump.
 
     A file that is not a dump is reported and skipped; the others still go in. With
     ``semantic``, the embeddings of its papers not embedded before are computed first and
-    stored in the dump's transaction.
+    stored in the dump's transaction. ``progress`` hears a line per dump read.
     """
     run_id: int | None = None
-    for item in iter_dumps((p for p in paths if not store.known_file(p)), zone):
+    todo = [p for p in paths if not store.known_file(p)]
+    for n, item in enumerate(iter_dumps(todo, zone), 1):
+        if progress is not None:
+            progress(f"ingesting {n}/{len(todo)}: {Path(item.path).name}")
         if isinstance(item, InputError):
             report.reject(str(item))
             continue
@@ -257,6 +285,80 @@ def ingest(store: Store, paths: Iterable[Path], report: RunReport, now: Clock,
     report.total_papers = store.paper_count()
 
 
+class _StoreCache:
+    """The store as enrich's ``Cache``: what was looked up, kept between runs."""
+
+    def __init__(self, store: Store, now: Clock, days: Mapping[str, date]) -> None:
+        self.store, self.now, self.days = store, now, days
+        self.given_up: set[str] = set()
+
+    def get(self, keys: Sequence[str]) -> dict[str, Resolution]:
+        return self.store.resolutions(keys)
+
+    def put(self, resolutions: Sequence[Resolution]) -> None:
+        self.given_up.update(self.store.put_resolutions(
+            resolutions, self.now(), self.days, retry=ENRICH_RETRY, tries=ENRICH_TRIES))
+
+
+def enrichment_enabled(config: Config) -> bool:
+    """``[digest] enrich``, unless ``$DIGEST_ENRICH`` is 0 / false / off."""
+    off = os.environ.get(ENRICH_OFF_ENV, "").strip().casefold() in ("0", "false", "off", "no")
+    return config.enrich and not off
+
+
+def enrich_papers(store: Store, config: Config, report: RunReport, now: Clock,
+                  progress: Callable[[str], None] | None = None) -> None:
+    """Look up the links, arXiv ids and names of the papers new since the last pass that
+    came without them (``enrich``), within ``[digest] enrich_budget`` seconds, and keep
+    them in the store. Never fails a run: what cannot be found now links to a search for
+    its title and is asked again next run."""
+    try:
+        _enrich(store, config, report, now, progress)
+    except (StoreError, sqlite3.Error) as exc:  # e.g. the store is busy: links wait
+        report.warn(f"digest: warning: paper links were not looked up ({exc}); they are "
+                    "looked up next run")
+
+
+def _enrich(store: Store, config: Config, report: RunReport, now: Clock,
+            progress: Callable[[str], None] | None) -> None:
+    from .enrich import ARXIV_BASE, HF_BASE, Client, enrich
+    from .fetch import arxiv_free_at, note_arxiv
+
+    upto = store.latest_run()
+    todo = store.enrichment_todo(now())
+    if not todo:
+        if upto > int(store.meta("enriched_upto") or 0):
+            store.enriched_upto(upto)
+        return
+    days = {paper.key: day for paper, day in todo if day is not None}
+    base = os.environ.get(ENRICH_URL_ENV, "").strip()
+    cache = _StoreCache(store, now, days)
+    say = progress or (lambda _line: None)
+
+    def step(asked: int, total: int, linked: int) -> None:
+        say(f"linking papers: {asked}/{total} asked of arXiv, {linked} found")
+
+    started = time.monotonic()
+    try:
+        with Client(hf_base=base or HF_BASE, arxiv_base=base or ARXIV_BASE) as client:
+            found = enrich([p for p, _ in todo], days, cache, client, config.enrich_budget,
+                           arxiv_after=arxiv_free_at(), on_arxiv=note_arxiv, progress=step)
+    except (StoreError, sqlite3.Error):
+        raise
+    except Exception as exc:  # links are a nicety: the digest must go out all the same
+        report.warn(f"digest: warning: looking up paper links failed ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); those papers link to a search for their title and "
+                    "are asked again next run")
+        return
+    pending = [r for r in found.values() if r.pending and r.key not in cache.given_up]
+    report.links = LinkReport(
+        looked_up=len(found), from_hf=sum(1 for r in found.values() if r.source == "hf-daily"),
+        from_arxiv=sum(1 for r in found.values() if r.source == "arxiv"), pending=len(pending),
+        seconds=round(time.monotonic() - started, 1),
+        why_pending=tuple(sorted({r.reason.rpartition("; ")[2][:120] for r in pending}))[:3])
+    store.enriched_upto(upto)
+
+
 def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  only: str | None = None, persist: bool = True,
                  mail: MailContext | None = None,
@@ -273,16 +375,17 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
     """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
-    stems = stems_of(config.subscribers)
+    stems: set[str] | None = None  # worked out once, only if anyone gets a digest
     warn = _once(warn)
     # Subscribers at the same cursor (and with no votes on its papers) share one batch.
     batches: dict[int, Batch] = {}
     out: list[Rendered] = []
+    cursors = store.cursors(before=upto)  # only those with papers waiting
     for profile in config.subscribers:
         if (only is not None and profile.name != only) or (due is not None and
                                                             profile.name not in due):
             continue
-        cursor = store.cursor(profile.name)
+        cursor = cursors.get(profile.name)
         if cursor is None or cursor.run >= upto:
             continue
         if cursor.run not in batches:
@@ -295,6 +398,8 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         papers = [p for p in batch.papers if p.key not in judged]
         if not papers:
             continue
+        if stems is None:
+            stems = stems_of(config.subscribers)
         corpus, queries = batch.corpus(papers, stems, store, semantic, warn,
                                        config.subscribers)
         items, rest = rank(corpus, profile, votes, queries)
@@ -398,10 +503,11 @@ def _code_hash() -> str:
     """The code that shapes a feed's bytes: this package's version and its rendering
     modules (a checkout edited in place changes them without a new version)."""
     from . import feed as feed_module
+    from . import identity as identity_module
     from . import render as render_module
 
     parts = [__version__, importlib.metadata.version("feedgen")]
-    for module in (feed_module, render_module):
+    for module in (feed_module, render_module, identity_module):
         with contextlib.suppress(OSError, TypeError):
             parts.append(hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest())
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -411,6 +517,72 @@ def feed_fingerprints(config: Config, renderer: Renderer, identity: tuple[str, s
                       ) -> dict[str, str]:
     """Per reader with a feed: a hash of everything but the store's issues that shapes
     the feed's bytes (templates, code, the feed's identity, title, URL, size, keywords)."""
+    common = _feed_common(config, renderer, identity)
+    return {p.name: hashlib.sha256(json.dumps(
+        [common, p.name, config.feed_url(p.name), [[k.term, k.weight] for k in p.keywords]],
+        default=str).encode()).hexdigest() for p in config.subscribers if p.feed}
+
+
+FEEDS_BUILT = "feeds_built"  # store meta: the state every feed was last found current in
+
+
+def feeds_state(store: Store, config: Config, renderer: Renderer,
+                identity: tuple[str, str, datetime]) -> str:
+    """One hash of what all the feeds are made from: what every fingerprint hashes, the
+    newest issue, and how many feeds are known current (a changed paper drops its feeds'
+    fingerprints). "" while a feed was built with an entry left out (marked partial)."""
+    state = store.feed_state(FEED_FINGERPRINT)
+    if state[2]:
+        return ""  # a feed left an entry out: it is tried (and told) again every run
+    common = _feed_common(config, renderer, identity)
+    return hashlib.sha256(json.dumps([common, _feed_readers(config), state],
+                                     default=str).encode()).hexdigest()
+
+
+# config id -> (config, its feed readers' JSON, their feed files)
+_READERS: dict[int, tuple[Config, str, tuple[str, ...]]] = {}
+
+
+def _per_config(config: Config) -> tuple[str, tuple[str, ...]]:
+    """What each reader's feed is made of (as JSON) and their feed files: worked out once
+    per config object (a daemon keeps one for its life)."""
+    kept = _READERS.get(id(config))
+    if kept is None or kept[0] is not config:
+        _READERS.clear()
+        folder = str(config.feeds_dir)
+        kept = _READERS[id(config)] = (config, json.dumps(
+            [[p.name, config.feed_url(p.name), [[k.term, k.weight] for k in p.keywords]]
+             for p in config.subscribers if p.feed]), tuple(
+            os.path.join(folder, f"{p.name}.atom") for p in config.subscribers if p.feed))
+    return kept[1], kept[2]
+
+
+def _feed_readers(config: Config) -> str:
+    return _per_config(config)[0]
+
+
+def feeds_current(store: Store, config: Config, renderer: Renderer, now: Clock) -> bool:
+    """True when ``write_feeds`` would build no feed now (its quick check)."""
+    state = feeds_state(store, config, renderer, feed_identity(store, config, now))
+    return bool(state) and store.meta(FEEDS_BUILT) == state and _feeds_there(config)
+
+
+def _feed_paths(config: Config) -> list[str]:
+    return list(_per_config(config)[1])
+
+
+def _feeds_there(config: Config) -> bool:
+    """Every reader's feed is a file in the feeds folder (one listing)."""
+    try:
+        with os.scandir(config.feeds_dir) as entries:
+            there = {e.name for e in entries if e.is_file()}
+    except OSError:
+        there = set()
+    return there.issuperset(f"{p.name}.atom" for p in config.subscribers if p.feed)
+
+
+def _feed_common(config: Config, renderer: Renderer, identity: tuple[str, str, datetime]
+                 ) -> str:
     override: dict[str, str] = {}
     if config.templates is not None and config.templates.is_dir():
         for path in sorted(config.templates.rglob("*")):
@@ -424,9 +596,7 @@ def feed_fingerprints(config: Config, renderer: Renderer, identity: tuple[str, s
                       for n in dict.fromkeys((*renderer.TEMPLATES, *renderer.SITE_TEMPLATES))},
         "identity": [identity[0], identity[1], identity[2].isoformat()],
         "title": config.title, "size": config.feed_size}, sort_keys=True)
-    return {p.name: hashlib.sha256(json.dumps(
-        [common, p.name, config.feed_url(p.name), [[k.term, k.weight] for k in p.keywords]],
-        default=str).encode()).hexdigest() for p in config.subscribers if p.feed}
+    return common
 
 
 def _sha_of(value: object) -> str:
@@ -446,6 +616,10 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
     """
     identity = feed_identity(store, config, now)
     authority, tag_date, created = identity
+    state = feeds_state(store, config, renderer, identity)
+    if state and store.meta(FEEDS_BUILT) == state and _feeds_there(config):
+        report.feeds_unchanged += _feed_paths(config)  # nothing changed; every file is there
+        return
     marks = feed_fingerprints(config, renderer, identity)
     for profile in config.subscribers:
         if not profile.feed:
@@ -491,6 +665,8 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
                                 # an entry left out is tried (and told) again next run
                                 meta=(FEED_FINGERPRINT + profile.name,
                                       f"{built_from} partial" if left_out else built_from))
+    with contextlib.suppress(StoreError):  # not kept: the next run checks each feed again
+        store.set_meta(FEEDS_BUILT, feeds_state(store, config, renderer, identity))
 
 
 _RENDERERS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Renderer] = {}
@@ -545,32 +721,43 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
                 due: Mapping[str, datetime | None] | None,
                 semantic: Semantic | None) -> None:
-    check_output_folders(config)  # before anything is recorded: nothing half-published
+    # Before anything is recorded (or a new store made): nothing half-published. An existing
+    # store is asked below which readers can get an issue, and only their folders checked.
+    none = () if config.store_path.is_file() else None
+    check_output_folders(config, digests=none, site=none, feeds=none)
     remove_leftovers(config, report)
-    own = semantic is None
-    semantic = semantic or semantic_for(config.ranking, _note(report))
     store = Store.open(config.store_path)
+    own = semantic is None
     try:
-        ingest(store, [*inbox_files(config.inbox), *extra], report, now,
+        files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
+        # Before ingest: with a file to ingest anyone may get an issue; without, only those
+        # already behind (their digest folders; the feeds and the site are checked below).
+        behind = None if files else store.behind()
+        check_output_folders(config, digests=behind, site=behind, feeds=behind)
+        semantic = semantic or semantic_for(config.ranking, _note(report))
+        ingest(store, files, report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
-               semantic=semantic)
+               semantic=semantic, progress=progress)
         checkpoint("run:after-ingest")
+        if enrichment_enabled(config):
+            enrich_papers(store, config, report, now, progress)
+        quiet = False
+        if not files:
+            # The feeds and the site are rebuilt only if something that makes them changed
+            # (a late link, an edited config): then any reader's feed or pages may be
+            # written, so all of them are checked before an issue is recorded.
+            feeds_ok = feeds_current(store, config, renderer, now)
+            site_ok = site_current(config, store, renderer, load_secret(
+                config.data_dir, create=False) if config.site_url else None)
+            quiet = feeds_ok and site_ok
+            if not quiet:
+                check_output_folders(config, digests=(), site=() if site_ok else None,
+                                     feeds=() if feeds_ok else None)
         mail = MailContext.of(config, store)
         secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
             else None
-        published = make_digests(store, config, renderer, now, mail=mail, due=due,
-                                 semantic=semantic, warn=report.warn, secret=secret)
-        for rendered in published:
-            d = rendered.digest
-            report.digests.append({
-                "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
-                "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
-                "html": rendered.paths[1] if rendered.paths else None,
-                "mail": rendered.mail.recipient if rendered.mail else None})
-        write_feeds(store, config, renderer, now, report)
-        site = build_site(config, store, renderer, secret,
-                          subscribers={r.digest.profile.name for r in published})
-        report.site_written += site.written
+        with publishing(config.data_dir):
+            _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet)
         checkpoint("run:before-send")
         if send and config.smtp is not None:
             report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
@@ -581,32 +768,75 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
             semantic.close()
 
 
+def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
+             report: RunReport, mail: MailContext | None,
+             due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
+             secret: bytes | None, quiet: bool) -> None:
+    """Digests, feeds and the site: everything a run writes into the output folders.
+    ``quiet``: the feeds and the site were found current; with no issue recorded since,
+    they still are."""
+    published = make_digests(store, config, renderer, now, mail=mail, due=due,
+                             semantic=semantic, warn=report.warn, secret=secret)
+    if quiet and not published:
+        report.feeds_unchanged += _feed_paths(config)
+        return
+    for rendered in published:
+        d = rendered.digest
+        report.digests.append({
+            "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
+            "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
+            "html": rendered.paths[1] if rendered.paths else None,
+            "mail": rendered.mail.recipient if rendered.mail else None})
+    write_feeds(store, config, renderer, now, report)
+    site = build_site(config, store, renderer, secret,
+                      subscribers={r.digest.profile.name for r in published})
+    report.site_written += site.written
+
+
 def _note(report: RunReport) -> Callable[[str], None]:
     return lambda line: report.warn(f"digest: {line}")
 
 
-def output_folders(config: Config) -> list[tuple[str, Path]]:
-    """(config key, folder) of every folder a run publishes into."""
+def _readers(config: Config, names: Collection[str] | None) -> list[str]:
+    """The configured readers among ``names`` (None: all of them)."""
+    if names is None:
+        return [p.name for p in config.subscribers]
+    return [p.name for p in config.subscribers if p.name in names] if names else []
+
+
+def output_folders(config: Config, *, digests: Collection[str] | None = None,
+                   site: Collection[str] | None = None) -> list[tuple[str, Path]]:
+    """(config key, folder) of the folders a run publishes into: the shared ones, and the
+    digest and site folders of the readers named (None: every reader)."""
     folders = [("feeds_dir", config.feeds_dir)] if any(p.feed for p in config.subscribers) \
         else []
     folders.append(("data_dir", config.digests_dir))
-    folders += [("data_dir", config.digests_dir / p.name) for p in config.subscribers]
-    folders += [("site_dir", folder) for folder in site_folders(config)]
+    folders += [("data_dir", config.digests_dir / name) for name in _readers(config, digests)]
+    folders += [("site_dir", config.site), *(("site_dir", config.site / name)
+                                             for name in _readers(config, site))]
     return folders
 
 
-def check_output_folders(config: Config) -> None:
+def check_output_folders(config: Config, *, digests: Collection[str] | None = None,
+                         site: Collection[str] | None = None,
+                         feeds: Collection[str] | None = None) -> None:
     """ConfigError naming the key and the path when a run could not publish its files.
 
-    Checked before ingest, so a run never records digests it then cannot write (or feeds
-    it cannot update). Read-only: a missing folder only needs a writable parent.
+    Checked before anything is recorded, so a run never records digests it then cannot
+    write (or feeds it cannot update). Read-only: a missing folder only needs a writable
+    parent. ``digests``, ``site``, ``feeds``: whose folders (and feed files) to check;
+    None: everyone's.
     """
-    problems = [f"[digest].{key}: {problem}" for key, folder in output_folders(config)
+    problems = [f"[digest].{key}: {problem}" for key, folder in
+                output_folders(config, digests=digests, site=site)
                 if (problem := folder_problem(folder))]
-    problems += [f"[digest].feeds_dir: {feed} is a folder, not a file; remove it so the "
-                 "feed can be written"
-                 for p in config.subscribers
-                 if p.feed and (feed := config.feeds_dir / f"{p.name}.atom").is_dir()]
+    wanted = {f"{name}.atom" for name in _readers(config, feeds)} & {
+        f"{p.name}.atom" for p in config.subscribers if p.feed}
+    if wanted:
+        with contextlib.suppress(OSError), os.scandir(config.feeds_dir) as entries:
+            problems += [f"[digest].feeds_dir: {e.path} is a folder, not a file; remove it so "
+                         "the feed can be written" for e in entries
+                         if e.name in wanted and e.is_dir()]
     if problems:
         raise ConfigError(str(config.path), problems)
 
@@ -617,15 +847,21 @@ def remove_leftovers(config: Config, report: RunReport) -> None:
     Only names of digest's own temporary-file pattern, only in the folders it publishes
     into, and only while the run lock is held (so no writer is using one).
     """
-    folders = {config.feeds_dir, config.data_dir / "outbox", config.site}
+    if not leftovers_possible(config.data_dir):
+        return  # every write of ours finished: nothing can have been left
+    folders = {str(config.feeds_dir), str(config.data_dir / "outbox"), str(config.site)}
     for parent in (config.digests_dir, config.site):
-        with contextlib.suppress(OSError):  # no digests (or no site) yet
-            folders.update(p for p in parent.iterdir()
-                           if p.is_dir() and not p.is_symlink() and p.name != TEMP_DIR)
+        with contextlib.suppress(OSError), os.scandir(parent) as entries:  # none yet
+            folders.update(e.path for e in entries
+                           if e.is_dir(follow_symlinks=False) and e.name != TEMP_DIR)
+    stuck = False  # every folder is listed (this is rare): earlier versions' names too
     for folder in sorted(folders):
-        for path, why in remove_stale_temps(folder):
+        for path, why in remove_stale_temps(Path(folder)):
+            stuck = True
             report.warn(f"{path}: warning: cannot remove this temporary file of an "
                         f"interrupted run: {why}")
+    if not stuck and config.data_dir.is_dir():
+        mark_clean(config.data_dir)
 
 
 def mail_recipients(config: Config) -> set[str]:
@@ -646,10 +882,11 @@ def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
         try:
             if dry_run:
                 written = []
-                for d in store.deliveries(("pending",)):
-                    path = config.data_dir / "outbox" / f"{d.subscriber}-{d.issue:04d}.eml"
-                    atomic_write(path, d.raw)
-                    written.append(path)
+                with publishing(config.data_dir):
+                    for d in store.deliveries(("pending",)):
+                        path = config.data_dir / "outbox" / f"{d.subscriber}-{d.issue:04d}.eml"
+                        atomic_write(path, d.raw)
+                        written.append(path)
                 return SendReport(), written
             assert config.smtp is not None
             return deliver(store, config.smtp, now, due_only=False,

@@ -31,7 +31,7 @@ from markupsafe import Markup, escape
 
 from .errors import ConfigError
 from .fit import FitPlan
-from .identity import http_url, strip_xml_illegal
+from .identity import http_url, paper_link, strip_xml_illegal
 from .links import WebLinks
 from .models import INTEREST, Digest, Keyword, Paper, Ranked
 from .rank import highlight_spans
@@ -276,6 +276,11 @@ def safe_url(url: str | None) -> str | None:
     return http_url(url)
 
 
+def link_of(paper: Paper) -> str:
+    """Where a paper's title links: its page, its arXiv abstract, or a search for it."""
+    return paper_link(paper.url, paper.arxiv_id, paper.title)
+
+
 def fmt_date(value: date | datetime | None) -> str:
     """`2026-11-23` for dates, `2026-11-23 08:00 UTC` for times."""
     if value is None:
@@ -321,7 +326,8 @@ def learned_note(item: Ranked) -> str:
 
 def _common(env: Environment) -> Environment:
     env.globals.update(fmt_date=fmt_date, explain=explain, explain_parts=explain_parts,
-                       learned_note=learned_note, safe_url=safe_url, authors=authors)
+                       learned_note=learned_note, safe_url=safe_url, authors=authors,
+                       paper_link=link_of)
     env.filters["authors"] = authors
     env.trim_blocks = True
     env.lstrip_blocks = True

@@ -174,4 +174,27 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX issue_items_paper ON issue_items(paper_id);
     """,
+    # 8: what enrichment found out about papers read without a link (the link, arXiv id and
+    # names themselves go in papers); rows still ``pending`` are asked again from
+    # ``next_at`` (backing off per attempt). Papers first seen before this migration are
+    # not looked up (``enriched_upto``). Issue pages showing a paper that changed since
+    # they were rendered wait in ``stale_pages`` for the next site build.
+    """
+    CREATE TABLE enrichment (
+        paper_id INTEGER PRIMARY KEY REFERENCES papers(id),
+        source TEXT NOT NULL,
+        pending INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        page_date TEXT,
+        checked_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT
+    );
+    CREATE INDEX enrichment_pending ON enrichment(next_at) WHERE pending = 1;
+    CREATE TABLE stale_pages (
+        issue_id INTEGER PRIMARY KEY REFERENCES issues(id)
+    );
+    INSERT OR REPLACE INTO meta (key, value)
+        SELECT 'enriched_upto', CAST(coalesce(max(id), 0) AS TEXT) FROM runs;
+    """,
 )

@@ -27,6 +27,7 @@ configured are left as they are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ from zoneinfo import ZoneInfo
 from . import __version__
 from .config import Config
 from .errors import ConfigError, StoreError
-from .fsutil import atomic_write, folder_problem, remove_stale_temps
+from .fsutil import atomic_write, folder_problem, publishing, remove_stale_temps
 from .links import WebLinks, links_for
 from .lock import exclusive
 from .models import Digest, Profile
@@ -53,6 +54,7 @@ from .store import IssueRecord, Store
 from .tokens import load_secret, sign
 
 FINGERPRINT_KEY = "site_fingerprint"  # store meta: what the pages on disk were made with
+BUILT_KEY = "site_built"  # store meta: that fingerprint's hash and the newest issue then
 TOP_TERMS = 3  # keywords shown per issue in an archive
 ISSUE_PAGE = re.compile(r"\d{4}-\d{4}-\d{2}-\d{2}\.html")  # what a full render may remove
 
@@ -123,16 +125,28 @@ def top_terms(terms: Sequence[str], n: int = TOP_TERMS) -> tuple[str, ...]:
     return tuple(sorted(counts, key=lambda t: (-counts[t], t.casefold()))[:n])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Fingerprint:
     """What the pages were made with: ``common`` shapes every page, ``readers`` one hash
     per subscriber for what shapes only theirs."""
 
     common: str
-    readers: dict[str, str]
+    hashed: dict[str, str]  # per reader, as loaded (or filled from ``parts`` on first use)
+    parts: list[list[Any]] | None = None  # per reader: what shapes only their pages
+    parts_json: str = ""  # ``parts`` as JSON (made once per config)
+
+    @functools.cached_property
+    def readers(self) -> dict[str, str]:
+        if self.parts is None:
+            return self.hashed
+        return {str(part[0]): _sha(json.dumps(part).encode()) for part in self.parts}
 
     def dump(self) -> str:
         return json.dumps({"global": self.common, "readers": self.readers}, sort_keys=True)
+
+    def quick(self) -> str:
+        """One hash of all of it, without a hash per reader (a quiet run's only check)."""
+        return _sha(json.dumps([self.common, self.parts_json or self.hashed]).encode())
 
     @classmethod
     def load(cls, text: str | None) -> Fingerprint | None:
@@ -165,10 +179,24 @@ def fingerprint(config: Config, renderer: Renderer, secret: bytes | None) -> Fin
         "links": sign(secret, "site", "fingerprint, public links")
         if secret and config.site_url else None,
     }
-    readers = {p.name: _sha(json.dumps(
-        [p.name, p.feed, [[k.term, k.weight] for k in p.keywords], [k.term for k in p.exclude]]
-    ).encode()) for p in config.subscribers}
-    return Fingerprint(_sha(json.dumps(parts, sort_keys=True).encode()), readers)
+    common = _sha(json.dumps(parts, sort_keys=True).encode())
+    reader_parts, parts_json = _reader_parts(config)
+    return Fingerprint(common, {}, reader_parts, parts_json)
+
+
+# config id -> (config, per reader parts, their JSON)
+_PARTS: dict[int, tuple[Config, list[list[Any]], str]] = {}
+
+
+def _reader_parts(config: Config) -> tuple[list[list[Any]], str]:
+    """Per reader, what shapes only their pages (and as JSON): once per config object."""
+    kept = _PARTS.get(id(config))
+    if kept is None or kept[0] is not config:
+        _PARTS.clear()
+        parts = [[p.name, p.feed, [[k.term, k.weight] for k in p.keywords],
+                  [k.term for k in p.exclude]] for p in config.subscribers]
+        kept = _PARTS[id(config)] = (config, parts, json.dumps(parts))
+    return kept[1], kept[2]
 
 
 def _sha(data: bytes) -> str:
@@ -203,6 +231,14 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     out = _Writer(report)
     mark = fingerprint(config, renderer, secret)
     stored_text = store.meta(FINGERPRINT_KEY) if store is not None else None
+    # A quiet run (no new issue, nothing that shapes the pages changed, every reader's
+    # folder still there) renders nothing.
+    built = _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode()) \
+        if store is not None else None
+    stale = store.stale_pages() if store is not None else {}  # a paper on them changed
+    if store is not None and not full and not subscribers and not stale and _still_built(
+            config, store.meta(BUILT_KEY), built):
+        return report
     stored = Fingerprint.load(stored_text)
     full = full or stored is None or stored.common != mark.common
     latest = store.latest_issues() if store is not None else {}
@@ -215,7 +251,8 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
         if store is None or last is None:
             continue  # no issue yet: no pages (the index says so)
         redo = full or stored is None or stored.readers.get(name) != mark.readers[name]
-        if not (redo or subscribers is None or name in subscribers) and \
+        changed = stale.get(name, set())
+        if not (redo or changed or subscribers is None or name in subscribers) and \
                 (folder / "index.html").is_file() and (folder / _page(last, zone)).is_file():
             continue  # nothing new for them, and their pages are there
         issues = store.issues(name)
@@ -230,6 +267,8 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
         for n, page in enumerate(names):
             if redo or page not in on_disk:
                 todo.update((n, n - 1) if n else (n,))  # the one before gains a "next" link
+            elif issues[n].id in changed:
+                todo.add(n)
         if redo:  # pages renamed (another time zone) would linger with valid vote links
             for old in sorted(on_disk - set(names)):
                 if ISSUE_PAGE.fullmatch(old):
@@ -241,10 +280,43 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
         for n in sorted(todo):
             out.put(f"{name}/{names[n]}", _issue_page(config, renderer, store, profile, issues,
                                                       names, n, zone, links))
-    if store is not None and stored_text != mark.dump():
-        with contextlib.suppress(StoreError, sqlite3.Error):  # a read-only store: next time
-            store.set_meta(FINGERPRINT_KEY, mark.dump())
+    if store is not None:
+        # A read-only store: next time.
+        stored_text = mark.dump()
+        built = _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode())
+        names_now = {p.name for p in config.subscribers}
+        with contextlib.suppress(StoreError, sqlite3.Error), store.transaction() as conn:
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT"
+                             " (key) DO UPDATE SET value = excluded.value",
+                             [(FINGERPRINT_KEY, stored_text), (BUILT_KEY, json.dumps(
+                                 {"state": built,
+                                  "readers": sorted(n for n in latest if n in names_now)}))])
+            conn.executemany("DELETE FROM stale_pages WHERE issue_id = ?",
+                             [(i,) for ids in stale.values() for i in ids])
     return report
+
+
+def site_current(config: Config, store: Store, renderer: Renderer,
+                 secret: bytes | None) -> bool:
+    """True when a run that records no issue would render no page (its quick check)."""
+    mark = fingerprint(config, renderer, secret)
+    built = _sha(json.dumps([mark.quick(), store.meta(FINGERPRINT_KEY),
+                             store.newest_issue_id()]).encode())
+    return not store.stale_pages() and _still_built(config, store.meta(BUILT_KEY), built)
+
+
+def _still_built(config: Config, kept: str | None, built: str | None) -> bool:
+    """The site is as the last run left it: same state, and the index, its stylesheet and
+    icon and every folder of a reader with pages still there (one listing of the site
+    folder; a page deleted inside a reader's folder is back with their next issue, or with
+    ``digest build-site``)."""
+    try:
+        found = json.loads(kept) if kept else None
+        there = set(os.listdir(config.site))
+    except (ValueError, OSError):
+        return False
+    return isinstance(found, dict) and found.get("state") == built and \
+        there.issuperset(("index.html", "site.css", "favicon.svg", *(found.get("readers") or ())))
 
 
 def _base(config: Config, title: str, root: str, profile: Profile | None) -> dict[str, Any]:
@@ -330,7 +402,8 @@ def build(config: Config) -> SiteReport:
         secret = load_secret(config.data_dir)
         store = _open_store(config.store_path)
         try:
-            return build_site(config, store, renderer, secret, full=True)
+            with publishing(config.data_dir):
+                return build_site(config, store, renderer, secret, full=True)
         finally:
             if store is not None:
                 store.close()

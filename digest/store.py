@@ -21,14 +21,14 @@ import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, StoreError, UsageError
 from .faults import checkpoint
 from .identity import normalise_arxiv_id, normalise_title
-from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Vote
+from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Resolution, Vote
 from .schema import MIGRATIONS
 
 _PAPER_COLUMNS = (
@@ -149,6 +149,7 @@ def _ranked_row(row: sqlite3.Row | tuple[object, ...]) -> Ranked:
 
 
 _TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
+_ENRICH_MIGRATION = 8  # the migration that adds enrichment and stale_pages
 
 
 def _item_terms(item: Ranked) -> list[str]:
@@ -550,6 +551,9 @@ class Store:
         self.conn.execute("DELETE FROM feed_entries WHERE (issue_id, rank) IN"
                           " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
                           (paper_id,))
+        if len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
+            self.conn.execute("INSERT OR IGNORE INTO stale_pages SELECT DISTINCT issue_id"
+                              " FROM issue_items WHERE paper_id = ?", (paper_id,))
 
     def paper_count(self) -> int:
         """How many distinct papers the store has seen."""
@@ -583,6 +587,28 @@ class Store:
             self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                               " DO UPDATE SET value = excluded.value", (key, value))
 
+    def stale_pages(self) -> dict[str, set[int]]:
+        """Issues whose pages show a paper that changed since (subscriber -> issue ids)."""
+        out: dict[str, set[int]] = {}
+        for name, issue_id in self.conn.execute(
+                "SELECT i.subscriber, s.issue_id FROM stale_pages s JOIN issues i ON"
+                " i.id = s.issue_id"):
+            out.setdefault(str(name), set()).add(int(issue_id))
+        return out
+
+    def newest_issue_id(self) -> int:
+        """The id of the newest issue of anyone (0 before the first)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM issues").fetchone()[0])
+
+    def feed_state(self, prefix: str) -> tuple[int, int, int]:
+        """(newest issue id, settings under ``prefix``, those marked partial): what changes
+        when any feed may have to be built again (see pipeline.feeds_state)."""
+        row = self.conn.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM issues), count(*),"
+            " coalesce(sum(value LIKE '% partial'), 0) FROM meta WHERE key >= ? AND key < ?",
+            (prefix, prefix + "\U0010ffff")).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def set_meta_once(self, key: str, value: str) -> str:
         """Set a store-wide setting unless it is set already; return the value in force."""
         with self.transaction():
@@ -601,6 +627,21 @@ class Store:
         if row is None:
             return None
         return Cursor(row[0], row[1], row[2], _parse_ts(row[3]) if row[3] else None)
+
+    def behind(self) -> set[str]:
+        """Subscribers whose cursor is before the latest run (papers may wait for them)."""
+        return {str(r[0]) for r in self.conn.execute(
+            "SELECT name FROM subscribers WHERE cursor_run < (SELECT coalesce(max(id), 0)"
+            " FROM runs)")}
+
+    def cursors(self, *, before: int | None = None) -> dict[str, Cursor]:
+        """Registered subscribers' cursors in one read (with ``before``: only those whose
+        cursor is before that run, i.e. who have papers waiting)."""
+        rows = self.conn.execute("SELECT name, cursor_run, last_issue, last_digest_at FROM"
+                                 " subscribers WHERE cursor_run < ?",
+                                 (before if before is not None else 2 ** 62,))
+        return {str(r[0]): Cursor(r[0], r[1], r[2], _parse_ts(r[3]) if r[3] else None)
+                for r in rows}
 
     def record_issue(self, name: str, number: int, from_run: int, to_run: int,
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
@@ -752,6 +793,123 @@ class Store:
         row = self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
                                 (found[key],)).fetchone()
         return _paper_from_row(row)
+
+    # -- enrichment (links, arXiv ids and names for papers read without them) ------------------
+    _DAILY_SHAPES = ("blank-separated", "with-metadata", "compact", "markdown-listing")
+
+    def enrichment_todo(self, now: datetime) -> list[tuple[Paper, date | None]]:
+        """Papers to look up, with the day of the daily page each was copied from (or None).
+
+        Those first seen by a digest run since the last finished pass (meta
+        ``enriched_upto``) that have neither a page nor an arXiv id, and those a pass left
+        ``pending`` whose retry is due by ``now`` (an API that is down is not asked again
+        every daemon tick). Both by index: the cost follows the new papers, not the store.
+        """
+        upto = int(self.meta("enriched_upto") or 0)
+        query = (f"SELECT {_PAPER_COLUMNS}, d.shape, d.page_date, p.published, e.page_date"
+                 " FROM papers p JOIN dumps d ON d.id = p.first_dump"
+                 " LEFT JOIN enrichment e ON e.paper_id = p.id"
+                 " WHERE p.url IS NULL AND p.arxiv_id IS NULL AND p.revision_only = 0 AND ")
+        rows = [  # due retries first: new papers must not starve them
+            *self.conn.execute(query + "p.id IN (SELECT paper_id FROM enrichment"
+                               " WHERE pending = 1 AND next_at <= ?) ORDER BY p.id",
+                               (_ts(now),)),
+            *self.conn.execute(
+                query + "p.first_run > ? AND e.paper_id IS NULL AND p.first_run IN"
+                " (SELECT id FROM runs WHERE kind = 'run' AND id > ?) ORDER BY p.id",
+                (upto, upto))]
+        out: list[tuple[Paper, date | None]] = []
+        seen: set[str] = set()
+        for row in rows:
+            paper = _paper_from_row(row)
+            if paper.key in seen:
+                continue
+            seen.add(paper.key)
+            shape, page_day, published, asked_day = row[_N_PAPER_COLUMNS:]
+            # The page's own day; a copy without one but with a date per paper: that day.
+            day = asked_day if asked_day is not None else (
+                page_day if shape in self._DAILY_SHAPES else None) or (
+                published if shape == "with-metadata" else None)
+            out.append((paper, _date_or_none(day)))
+        return out
+
+    def enriched_upto(self, run: int) -> None:
+        """Papers first seen up to ``run`` have been through a finished enrichment pass."""
+        self.set_meta("enriched_upto", str(run))
+
+    def resolutions(self, keys: Sequence[str]) -> dict[str, Resolution]:
+        """What enrichment found of each key looked up before (enrich's ``Cache.get``)."""
+        ids = self.paper_ids(keys)
+        out: dict[str, Resolution] = {}
+        for key, paper_id in ids.items():
+            row = self.conn.execute(
+                "SELECT p.title, p.arxiv_id, p.url, p.author_names, e.source, e.pending,"
+                " e.reason FROM enrichment e JOIN papers p ON p.id = e.paper_id"
+                " WHERE e.paper_id = ?", (paper_id,)).fetchone()
+            if row is None:
+                continue
+            title, arxiv, url, names, source, pending, reason = row
+            out[key] = Resolution(key=key, title=str(title), arxiv_id=arxiv, url=url,
+                                  author_names=_json_strings(names), source=source,
+                                  pending=bool(pending), reason=str(reason))
+        return out
+
+    def put_resolutions(self, resolutions: Sequence[Resolution], now: datetime,
+                        days: Mapping[str, date] | None = None, *,
+                        retry: timedelta = timedelta(minutes=30), tries: int = 6
+                        ) -> list[str]:
+        """Keep what enrichment found (enrich's ``Cache.put``), in one transaction.
+
+        A resolved paper gets the link and names it lacked, and the arXiv id unless another
+        stored paper has it already (then they stay two papers, as before); the feeds and
+        issue pages that show a changed paper are made again. A pending one whose lookup
+        failed is asked again ``retry`` later, doubling with each failure; after ``tries``
+        failures it is given up (final, the reason says so): their keys are returned.
+        """
+        changed = 0
+        given_up: list[str] = []
+        days = days or {}
+        with self.transaction() as conn:
+            ids = self.paper_ids(r.key for r in resolutions)
+            for r in resolutions:
+                paper_id = ids.get(r.key)
+                if paper_id is None:
+                    continue
+                row = conn.execute("SELECT attempts FROM enrichment WHERE paper_id = ?",
+                                   (paper_id,)).fetchone()
+                attempts = (int(row[0]) if row else 0) + int(r.pending and r.failed)
+                pending, reason = r.pending, r.reason
+                if pending and attempts >= tries:
+                    pending, reason = False, f"{reason}; given up after {attempts} tries"
+                    given_up.append(r.key)
+                if r.resolved:
+                    before = conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p"
+                                          " WHERE p.id = ?", (paper_id,)).fetchone()
+                    taken = r.arxiv_id and conn.execute(
+                        "SELECT 1 FROM papers WHERE arxiv_id = ? AND id != ?",
+                        (r.arxiv_id, paper_id)).fetchone()
+                    conn.execute(
+                        "UPDATE papers SET url = coalesce(url, ?),"
+                        " arxiv_id = coalesce(arxiv_id, ?),"
+                        " author_names = CASE WHEN author_names = '[]' THEN ? ELSE author_names"
+                        " END WHERE id = ?",
+                        (r.url, None if taken else r.arxiv_id,
+                         json.dumps(list(r.author_names)), paper_id))
+                    if conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
+                                    (paper_id,)).fetchone() != before:
+                        self._paper_changed(paper_id)
+                        changed += 1
+                day = days.get(r.key)
+                # A lookup that failed backs off; one the budget stopped goes on next run.
+                wait = retry * (2 ** max(attempts - 1, 0)) if r.failed else timedelta(0)
+                conn.execute(
+                    "INSERT OR REPLACE INTO enrichment (paper_id, source, pending, reason,"
+                    " page_date, checked_at, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (paper_id, r.source, int(pending), reason[:1000],
+                     # "": its listing answered, so a retry goes straight to arXiv
+                     "" if r.listed else day.isoformat() if day else None, _ts(now),
+                     attempts, _ts(now + wait) if pending else None))
+        return given_up
 
     # -- readers' votes and paper vectors ---------------------------------------------------
     def paper_ids(self, keys: Iterable[str]) -> dict[str, int]:
@@ -1006,10 +1164,21 @@ class Store:
         row = self.conn.execute("SELECT last_slot FROM jobs WHERE name = ?", (name,)).fetchone()
         return _parse_ts(row[0]) if row and row[0] else None
 
+    def job_slots(self, prefix: str) -> dict[str, datetime | None]:
+        """The last slot of every job whose name starts with ``prefix``, in one read."""
+        rows = self.conn.execute("SELECT name, last_slot FROM jobs WHERE name >= ? AND"
+                                 " name < ?", (prefix, prefix + "\U0010ffff"))
+        return {str(n): _parse_ts(v) if v else None for n, v in rows}
+
     def set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
         """Remember that a job ran now, for ``slot``: a restart will not repeat it."""
+        self.set_job_slots({name: slot}, now)
+
+    def set_job_slots(self, slots: Mapping[str, datetime | None], now: datetime) -> None:
+        """``set_job_slot`` for many jobs, in one transaction."""
         with self.transaction():
-            self._set_job_slot(name, slot, now)
+            for name, slot in slots.items():
+                self._set_job_slot(name, slot, now)
 
     def _set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
         self.conn.execute(
@@ -1058,7 +1227,7 @@ class _Overlay(Store):
     """
 
     _WRITTEN = ("meta", "runs", "dumps", "papers", "sightings", "subscribers", "vectors",
-                "jobs", "source_state", "feed_entries")
+                "jobs", "source_state", "feed_entries", "stale_pages")
     _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state")  # one row per thing
 
     def __init__(self, conn: sqlite3.Connection, path: str,

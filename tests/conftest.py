@@ -39,6 +39,19 @@ def vector_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["DIGEST_CACHE_DIR"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_lookups() -> Iterator[None]:
+    """No test asks the real HF or arXiv APIs (subprocesses included): enrichment is off
+    unless a test turns it on against its own loopback server (tests/test_links.py)."""
+    before = os.environ.get("DIGEST_ENRICH")
+    os.environ["DIGEST_ENRICH"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("DIGEST_ENRICH", None)
+    else:
+        os.environ["DIGEST_ENRICH"] = before
+
+
 @pytest.fixture(scope="session")
 def shared_dumps() -> list[Path]:
     """The five real page dumps. Missing dumps fail the test: they must never skip."""

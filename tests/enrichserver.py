@@ -3,7 +3,7 @@
 ``/api/daily_papers?date=D`` serves ``daily[D]`` (else ``[]``, as HF does for a day with no
 papers); ``/api/query?search_query=Q`` serves ``arxiv[Q]`` (else an empty result feed).
 Faults by path: ``faults`` last until removed, ``once`` are used up one per request:
-"500", "429" (with ``Retry-After: retry_after``), "slow" (longer than the client's
+"500", "404", "403", "429" (with ``Retry-After: retry_after``), "slow" (longer than the client's
 time-out), "junk", "html" (a 200 login page), "big" (a body over any sane cap).
 Each request is recorded with the injected clock's time, so tests can check spacing.
 """
@@ -66,6 +66,8 @@ class EnrichServer:
                 fault = queued.pop(0) if queued else server.faults.get(parts.path)
                 if fault == "500":
                     return self.send(500, b"Internal Server Error", "text/plain")
+                if fault in ("404", "403"):
+                    return self.send(int(fault), b"Refused", "text/plain")
                 if fault == "429":
                     return self.send(429, b"Too Many Requests", "text/plain",
                                      {"Retry-After": server.retry_after})

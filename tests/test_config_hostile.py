@@ -238,6 +238,25 @@ def test_an_output_folder_that_is_a_file_stops_the_run_before_ingest(
     assert (project.root / "feeds" / "ana.atom").is_file()
 
 
+def test_a_quiet_run_checks_only_the_folders_it_can_write(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.write_config(DEFAULT_SUBSCRIBERS)
+    dated(project.drop(DATA / "shape_blank.txt"))
+    assert main(["run", "--config", str(project.config_path)]) == 0
+    blocker = project.root / "site" / "all" / ".digest-tmp"
+    blocker.write_text("not a folder")  # in the folder of a reader with nothing new
+    capsys.readouterr()
+    assert main(["run", "--config", str(project.config_path)]) == 0  # nothing to write there
+    assert capsys.readouterr().out.startswith("Nothing new")
+    # Their keywords change: their pages are made again, so their folder is checked first.
+    project.write_config(DEFAULT_SUBSCRIBERS.replace(
+        "max_items = 1000", 'max_items = 1000\nkeywords = ["harbour fog"]'))
+    code = main(["run", "--config", str(project.config_path)])
+    _, err = capsys.readouterr()
+    assert_config_error(code, err, f"[digest].site_dir: {blocker} is not a folder",
+                        str(project.config_path))
+
+
 def test_a_missing_output_folder_under_a_file_is_named(project: Project,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     (project.root / "public").write_text("a file")

@@ -14,6 +14,7 @@ from enrichserver import ARXIV, DAILY, EnrichServer
 from digest.enrich import (
     ARXIV_SPACING,
     BUDGET_SPENT,
+    MAX_DAYS,
     Client,
     MemoryCache,
     Resolution,
@@ -130,6 +131,55 @@ def test_leftovers_go_to_arxiv_three_seconds_apart(server: EnrichServer, client:
     nobody = got[paper_key(NOBODY)]
     assert not nobody.resolved and nobody.final and "not found" in nobody.reason
     assert nobody.link == "https://huggingface.co/papers?q=A+Paper+Nobody+Wrote"
+
+
+def test_the_first_arxiv_request_waits_for_one_made_elsewhere_in_the_process(
+        server: EnrichServer, client: Client, clock: FakeClock) -> None:
+    heard: list[float] = []
+    progress: list[tuple[int, int, int]] = []
+    got = enrich([text_paper(LIGHT), text_paper(NOBODY)], None, MemoryCache(), client, 60.0,
+                 clock, sleep=clock.sleep, arxiv_after=clock.now + 2.0,
+                 on_arxiv=heard.append, progress=lambda *a: progress.append(a))
+    first, second = (r.at for r in server.asked(ARXIV))
+    assert first == pytest.approx(102.0)  # the arXiv source asked 1 s before: 2 s to wait
+    assert second - first == pytest.approx(ARXIV_SPACING)
+    assert heard == [first, second]  # so the source's next request waits for these
+    assert progress == [(1, 2, 1), (2, 2, 1)]
+    assert got[paper_key(LIGHT)].resolved and not got[paper_key(NOBODY)].resolved
+
+
+def test_daily_pages_are_asked_per_day_most_papers_first(server: EnrichServer, client: Client,
+                                                         clock: FakeClock) -> None:
+    days = {paper_key(TIDAL): DAY, paper_key(COLOR): DAY,
+            paper_key(VIDEO): date(2025, 11, 22)}
+    got = enrich([text_paper(TIDAL), text_paper(COLOR), text_paper(VIDEO)], days,
+                 MemoryCache(), client, 60.0, clock, sleep=clock.sleep)
+    assert [r.query["date"] for r in server.asked(DAILY)] == ["2025-11-21", "2025-11-22"]
+    assert got[paper_key(TIDAL)].source == got[paper_key(COLOR)].source == "hf-daily"
+
+
+def test_a_refused_listing_is_final_and_extra_days_wait(server: EnrichServer, client: Client,
+                                                        clock: FakeClock) -> None:
+    server.faults[DAILY] = "404"  # the question itself is refused: asking again won't help
+    got = run([text_paper(TIDAL)], client, clock)
+    tidal = got[paper_key(TIDAL)]
+    assert not tidal.pending and not tidal.failed and "HTTP 404" in tidal.reason
+    server.faults[DAILY] = "403"  # a proxy or a block may lift: asked again, a failure
+    got = run([text_paper(COLOR)], client, clock)
+    assert got[paper_key(COLOR)].pending and got[paper_key(COLOR)].failed
+    del server.faults[DAILY]
+    days = {paper_key(TIDAL): DAY, paper_key(PRETRAIN): DAY,  # the biggest day goes first
+            paper_key(COLOR): date(2025, 11, 2), paper_key(LIGHT): date(2025, 11, 4),
+            paper_key(VIDEO): date(2025, 11, 5)}
+    got = enrich([text_paper(t) for t in (TIDAL, PRETRAIN, COLOR, LIGHT, VIDEO)], days,
+                 MemoryCache(), client, 60.0, clock, sleep=clock.sleep)
+    asked = [r.query["date"] for r in server.asked(DAILY)][2:]
+    assert asked == ["2025-11-21", "2025-11-02", "2025-11-04"] and len(asked) == MAX_DAYS
+    late = got[paper_key(VIDEO)]  # the fourth day is not asked of HF this run
+    assert late.pending and not late.failed and "at most 3 daily listings" in late.reason
+    assert got[paper_key(TIDAL)].resolved and not got[paper_key(COLOR)].resolved
+    color = got[paper_key(COLOR)]  # its day's listing answered without it: not asked again
+    assert color.listed
 
 
 def test_the_budget_stops_requests_and_the_rest_is_asked_next_run(

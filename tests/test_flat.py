@@ -161,7 +161,10 @@ def test_issue_terms_are_kept_with_the_issue_and_filled_for_older_stores(
     store.close()
     conn = sqlite3.connect(path)  # back to the schema before migration 7
     conn.executescript("DROP TABLE feed_entries; DROP INDEX issue_items_paper;"
-                       " ALTER TABLE issues DROP COLUMN terms; PRAGMA user_version = 6;")
+                       " ALTER TABLE issues DROP COLUMN terms; DROP TABLE enrichment;"
+                       " DROP TABLE stale_pages;"
+                       " DELETE FROM meta WHERE key = 'enriched_upto';"
+                       " PRAGMA user_version = 6;")
     conn.close()
     store = Store.open(path)  # migration 7 fills the column from the items
     try:

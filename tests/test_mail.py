@@ -371,7 +371,9 @@ def test_the_server_refusing_our_sender_stops_and_marks_nothing(
     dated(mailing.drop(shared_dumps[1]))
     assert main(["run", "--config", str(mailing.config_path)]) == 1
     err = capsys.readouterr().err
-    assert f"refuses to send for us ({reply})" in err and err.count("\n") == 1
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"refuses to send for us ({reply})" in errors[0]  # one line
+    assert err.splitlines()[-1] == errors[0]  # after the progress lines, and last
     assert outbox(mailing) == [("ana", 1, "pending", 0), ("bo", 1, "pending", 0)]
     assert main(["run", "--config", str(mailing.config_path)]) == 0  # the server relented
     assert [r[2] for r in outbox(mailing)] == ["sent", "sent"]

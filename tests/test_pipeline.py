@@ -23,8 +23,11 @@ def digest_files(project: Project, name: str, ext: str = "md") -> list[Path]:
 def listed_titles(md: Path) -> list[str]:
     """Titles of the ranked items and the 'also new' list of a Markdown digest."""
     text = md.read_text(encoding="utf-8")
-    return re.findall(r"^### \d+\. (.*)$", text, re.M) + re.findall(r"^- (?!and \d+ more)(.*)$",
-                                                                     text, re.M)
+    listed = re.findall(r"^### \d+\. (.*)$", text, re.M) + re.findall(
+        r"^- (?!and \d+ more)(.*)$", text, re.M)
+    linked = [re.fullmatch(r"\[(.*)\]\(<https?://[^>]+>\)", line) for line in listed]
+    assert all(linked), [line for line, m in zip(listed, linked, strict=True) if not m]
+    return [m[1] for m in linked if m]
 
 
 def test_one_dump_per_run_delivers_every_paper_once(project: Project, clock: Clock,
