@@ -583,16 +583,9 @@ def _feeds_there(config: Config) -> bool:
 
 def _feed_common(config: Config, renderer: Renderer, identity: tuple[str, str, datetime]
                  ) -> str:
-    override: dict[str, str] = {}
-    if config.templates is not None and config.templates.is_dir():
-        for path in sorted(config.templates.rglob("*")):
-            if path.is_file():
-                with contextlib.suppress(OSError):
-                    override[str(path.relative_to(config.templates))] = hashlib.sha256(
-                        path.read_bytes()).hexdigest()
     common = json.dumps({
-        "code": _code_hash(), "override": override,
-        "templates": {n: hashlib.sha256(renderer.source(n).encode()).hexdigest()
+        "code": _code_hash(), "override": renderer.override_hashes(),
+        "templates": {n: renderer.source_hash(n)
                       for n in dict.fromkeys((*renderer.TEMPLATES, *renderer.SITE_TEMPLATES))},
         "identity": [identity[0], identity[1], identity[2].isoformat()],
         "title": config.title, "size": config.feed_size}, sort_keys=True)

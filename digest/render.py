@@ -10,6 +10,8 @@ holds one cannot reach a page, an e-mail or a feed.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -338,6 +340,9 @@ class Renderer:
     """Jinja2 environments over the user's template folder, then the bundled one."""
 
     def __init__(self, override: Path | None = None) -> None:
+        self.override = override
+        self._hashes: dict[str, str] = {}  # template name -> sha256 of its source
+        self._override_hashes: dict[str, str] | None = None
         self.folders = [*([str(override)] if override else []), str(bundled_templates())]
         self.loader = loader = ChoiceLoader([FileSystemLoader(self.folders)])
         self.html = _common(Environment(loader=loader, autoescape=True,
@@ -370,6 +375,28 @@ class Renderer:
         except TemplateError as exc:
             raise ConfigError(name, [f"template error: {exc} (key [digest].templates)"]) from None
         return text
+
+    def source_hash(self, name: str) -> str:
+        """sha256 of ``source(name)``, worked out once per renderer (the feeds' and the
+        site's fingerprints both ask, every run)."""
+        found = self._hashes.get(name)
+        if found is None:
+            found = self._hashes[name] = hashlib.sha256(self.source(name).encode()).hexdigest()
+        return found
+
+    def override_hashes(self) -> dict[str, str]:
+        """sha256 of every file in the override folder, by path inside it (once per
+        renderer: a run's renderer is made again when a file there changes)."""
+        if self._override_hashes is None:
+            found: dict[str, str] = {}
+            if self.override is not None and self.override.is_dir():
+                for path in sorted(self.override.rglob("*")):
+                    if path.is_file():
+                        with contextlib.suppress(OSError):
+                            found[str(path.relative_to(self.override))] = hashlib.sha256(
+                                path.read_bytes()).hexdigest()
+            self._override_hashes = found
+        return dict(self._override_hashes)
 
     def _render(self, env: Environment, name: str, context: dict[str, Any] | None) -> str:
         try:

@@ -163,16 +163,10 @@ class Fingerprint:
 
 def fingerprint(config: Config, renderer: Renderer, secret: bytes | None) -> Fingerprint:
     """Hashes of what shapes every page, and of what shapes each subscriber's pages."""
-    override: dict[str, str] = {}
-    if config.templates is not None and config.templates.is_dir():
-        for path in sorted(config.templates.rglob("*")):
-            if path.is_file():
-                with contextlib.suppress(OSError):
-                    override[str(path.relative_to(config.templates))] = _sha(path.read_bytes())
     parts: dict[str, Any] = {
         "version": __version__,
-        "templates": {n: _sha(renderer.source(n).encode()) for n in renderer.SITE_TEMPLATES},
-        "override": override,
+        "templates": {n: renderer.source_hash(n) for n in renderer.SITE_TEMPLATES},
+        "override": renderer.override_hashes(),
         "site_url": config.site_url, "title": config.title, "intro": config.intro,
         "timezone": config.timezone, "feeds": config.feeds_dir.name,
         # The vote links' key (as a MAC of a constant: the hash reveals nothing of it).
@@ -231,13 +225,11 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     out = _Writer(report)
     mark = fingerprint(config, renderer, secret)
     stored_text = store.meta(FINGERPRINT_KEY) if store is not None else None
+    stale = store.stale_pages() if store is not None else {}  # a paper on them changed
     # A quiet run (no new issue, nothing that shapes the pages changed, every reader's
     # folder still there) renders nothing.
-    built = _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode()) \
-        if store is not None else None
-    stale = store.stale_pages() if store is not None else {}  # a paper on them changed
-    if store is not None and not full and not subscribers and not stale and _still_built(
-            config, store.meta(BUILT_KEY), built):
+    if store is not None and not full and not subscribers and _current(
+            config, store, mark, stored_text, stale):
         return report
     stored = Fingerprint.load(stored_text)
     full = full or stored is None or stored.common != mark.common
@@ -283,7 +275,7 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     if store is not None:
         # A read-only store: next time.
         stored_text = mark.dump()
-        built = _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode())
+        built = _built_state(store, mark, stored_text)
         names_now = {p.name for p in config.subscribers}
         with contextlib.suppress(StoreError, sqlite3.Error), store.transaction() as conn:
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT"
@@ -299,10 +291,21 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
 def site_current(config: Config, store: Store, renderer: Renderer,
                  secret: bytes | None) -> bool:
     """True when a run that records no issue would render no page (its quick check)."""
-    mark = fingerprint(config, renderer, secret)
-    built = _sha(json.dumps([mark.quick(), store.meta(FINGERPRINT_KEY),
-                             store.newest_issue_id()]).encode())
-    return not store.stale_pages() and _still_built(config, store.meta(BUILT_KEY), built)
+    return _current(config, store, fingerprint(config, renderer, secret),
+                    store.meta(FINGERPRINT_KEY), store.stale_pages())
+
+
+def _built_state(store: Store, mark: Fingerprint, stored_text: str | None) -> str:
+    """What the site was built from, in one hash: the quick fingerprint, the stored one
+    and the newest issue."""
+    return _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode())
+
+
+def _current(config: Config, store: Store, mark: Fingerprint, stored_text: str | None,
+             stale: dict[str, set[int]]) -> bool:
+    """No page to render: nothing stale, and the site as the last build left it."""
+    return not stale and _still_built(config, store.meta(BUILT_KEY),
+                                      _built_state(store, mark, stored_text))
 
 
 def _still_built(config: Config, kept: str | None, built: str | None) -> bool:

@@ -508,8 +508,7 @@ class Store:
             return int(cur.lastrowid or 0), not paper.revision
         # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
         # abstract replaces a shorter one, and the embedding of the old text goes with it.
-        before = self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
-                                   (existing,)).fetchone()
+        before = self._paper_row(existing)
         if len(str(before[2])) < len(paper.abstract):
             self.conn.execute("DELETE FROM vectors WHERE paper_id = ?", (existing,))
         self.conn.execute(
@@ -534,10 +533,18 @@ class Store:
              "names": json.dumps(list(paper.author_names)), "summary": paper.summary,
              "version": paper.version},
         )
-        if self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
-                             (existing,)).fetchone() != before:
-            self._paper_changed(existing)
+        self._settle(existing, before)
         return existing, False
+
+    def _paper_row(self, paper_id: int) -> tuple[object, ...]:
+        """A stored paper's columns, as ``_paper_from_row`` reads them."""
+        return tuple(self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
+                                       (paper_id,)).fetchone())
+
+    def _settle(self, paper_id: int, before: tuple[object, ...]) -> None:
+        """After an update of a paper: if it changed, tell what shows it."""
+        if self._paper_row(paper_id) != before:
+            self._paper_changed(paper_id)
 
     def _paper_changed(self, paper_id: int) -> None:
         """A stored paper's text changed: the feed entries kept of it are stale, and the
@@ -790,9 +797,7 @@ class Store:
         found = self.paper_ids([key])
         if key not in found:
             return None
-        row = self.conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
-                                (found[key],)).fetchone()
-        return _paper_from_row(row)
+        return _paper_from_row(self._paper_row(found[key]))
 
     # -- enrichment (links, arXiv ids and names for papers read without them) ------------------
     _DAILY_SHAPES = ("blank-separated", "with-metadata", "compact", "markdown-listing")
@@ -866,7 +871,6 @@ class Store:
         failed is asked again ``retry`` later, doubling with each failure; after ``tries``
         failures it is given up (final, the reason says so): their keys are returned.
         """
-        changed = 0
         given_up: list[str] = []
         days = days or {}
         with self.transaction() as conn:
@@ -883,8 +887,7 @@ class Store:
                     pending, reason = False, f"{reason}; given up after {attempts} tries"
                     given_up.append(r.key)
                 if r.resolved:
-                    before = conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p"
-                                          " WHERE p.id = ?", (paper_id,)).fetchone()
+                    before = self._paper_row(paper_id)
                     taken = r.arxiv_id and conn.execute(
                         "SELECT 1 FROM papers WHERE arxiv_id = ? AND id != ?",
                         (r.arxiv_id, paper_id)).fetchone()
@@ -895,10 +898,7 @@ class Store:
                         " END WHERE id = ?",
                         (r.url, None if taken else r.arxiv_id,
                          json.dumps(list(r.author_names)), paper_id))
-                    if conn.execute(f"SELECT {_PAPER_COLUMNS} FROM papers p WHERE p.id = ?",
-                                    (paper_id,)).fetchone() != before:
-                        self._paper_changed(paper_id)
-                        changed += 1
+                    self._settle(paper_id, before)
                 day = days.get(r.key)
                 # A lookup that failed backs off; one the budget stopped goes on next run.
                 wait = retry * (2 ** max(attempts - 1, 0)) if r.failed else timedelta(0)
