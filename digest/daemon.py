@@ -27,7 +27,7 @@ from .fsutil import remove_stale_temps
 from .lock import exclusive
 from .models import RunReport
 from .pipeline import run
-from .store import Store
+from .store import Store, open_store
 
 Clock = Callable[[], datetime]
 
@@ -87,7 +87,7 @@ class Daemon:
     def tick(self) -> TickReport:
         """Poll every source, then publish the digests that are due."""
         moment = self.now()
-        store = Store.open(self.config.store_path)
+        store = open_store(self.config)
         try:
             polled = (poll(self.config, store, now=self.now, timeout=self.http_timeout,
                            sleep=self.sleep, log=self.log, stop=self.stopping.is_set)
@@ -100,7 +100,7 @@ class Daemon:
             report.errors.append(f"source {name}: {reason}")
         report.run = run(self.config, now=self.now, extra=polled.folders, due=owed,
                          send=self.send, report=RunReport(sink=self.log), wait=True)
-        store = Store.open(self.config.store_path)
+        store = open_store(self.config)
         try:  # those with nothing new; a digest marked its own slot when it was recorded
             # Only slots that moved: "every run" has none, and a slot already kept stays.
             store.set_job_slots({**{f"digest:{name}": slot for name, slot in owed.items()

@@ -58,7 +58,7 @@ from .render import Renderer
 from .send import SendReport, deliver
 from .site import build_site, site_current, stem
 from .sources import inbox_files, iter_dumps
-from .store import Cursor, Outgoing, Store
+from .store import Cursor, Outgoing, Store, open_store, snapshot_store
 from .tokens import load_secret
 
 if TYPE_CHECKING:
@@ -706,59 +706,68 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = checked_renderer(config.templates)  # broken templates stop it before ingest
     with exclusive(config.data_dir, "run", wait=wait):
-        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic)
+        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic, wait)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
                 due: Mapping[str, datetime | None] | None,
-                semantic: Semantic | None) -> None:
+                semantic: Semantic | None, wait: bool = False) -> None:
     # Before anything is recorded (or a new store made): nothing half-published. An existing
     # store is asked below which readers can get an issue, and only their folders checked.
-    none = () if config.store_path.is_file() else None
+    none = () if config.has_store() else None
     check_output_folders(config, digests=none, site=none, feeds=none)
     remove_leftovers(config, report)
-    store = Store.open(config.store_path)
+    store = open_store(config)
     own = semantic is None
     try:
-        files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
-        # Before ingest: with a file to ingest anyone may get an issue; without, only those
-        # already behind (their digest folders; the feeds and the site are checked below).
-        behind = None if files else store.behind()
-        check_output_folders(config, digests=behind, site=behind, feeds=behind)
         semantic = semantic or semantic_for(config.ranking, _note(report))
-        ingest(store, files, report, now,
-               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
-               semantic=semantic, progress=progress)
-        checkpoint("run:after-ingest")
-        if enrichment_enabled(config):
-            enrich_papers(store, config, report, now, progress)
-        quiet = False
-        if not files:
-            # The feeds and the site are rebuilt only if something that makes them changed
-            # (a late link, an edited config): then any reader's feed or pages may be
-            # written, so all of them are checked before an issue is recorded.
-            feeds_ok = feeds_current(store, config, renderer, now)
-            site_ok = site_current(config, store, renderer, load_secret(
-                config.data_dir, create=False) if config.site_url else None)
-            quiet = feeds_ok and site_ok
-            if not quiet:
-                check_output_folders(config, digests=(), site=() if site_ok else None,
-                                     feeds=() if feeds_ok else None)
-        mail = MailContext.of(config, store)
-        secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
-            else None
-        with publishing(config.data_dir):
-            _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet)
-        checkpoint("run:before-send")
-        if send and config.smtp is not None:
-            report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
-                                      progress=progress)
+        with store.hold("run", wait=wait):
+            _run_held(store, config, renderer, now, extra, report, send, progress, due,
+                      semantic)
     finally:
         store.close()
         if semantic is not None and own:
             semantic.close()
+
+
+def _run_held(store: Store, config: Config, renderer: Renderer, now: Clock,
+              extra: Iterable[Path], report: RunReport, send: bool,
+              progress: Callable[[str], None] | None,
+              due: Mapping[str, datetime | None] | None, semantic: Semantic | None) -> None:
+    files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
+    # Before ingest: with a file to ingest anyone may get an issue; without, only those
+    # already behind (their digest folders; the feeds and the site are checked below).
+    behind = None if files else store.behind()
+    check_output_folders(config, digests=behind, site=behind, feeds=behind)
+    ingest(store, files, report, now,
+           subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
+           semantic=semantic, progress=progress)
+    checkpoint("run:after-ingest")
+    if enrichment_enabled(config):
+        enrich_papers(store, config, report, now, progress)
+    quiet = False
+    if not files:
+        # The feeds and the site are rebuilt only if something that makes them changed
+        # (a late link, an edited config): then any reader's feed or pages may be
+        # written, so all of them are checked before an issue is recorded.
+        feeds_ok = feeds_current(store, config, renderer, now)
+        site_ok = site_current(config, store, renderer, load_secret(
+            config.data_dir, create=False) if config.site_url else None)
+        quiet = feeds_ok and site_ok
+        if not quiet:
+            check_output_folders(config, digests=(), site=() if site_ok else None,
+                                 feeds=() if feeds_ok else None)
+    mail = MailContext.of(config, store)
+    secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
+        else None
+    with publishing(config.data_dir):
+        _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet)
+    checkpoint("run:before-send")
+    if send and config.smtp is not None:
+        report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
+                                  progress=progress)
 
 
 def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
@@ -863,17 +872,24 @@ def mail_recipients(config: Config) -> set[str]:
 
 
 def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
-                 progress: Callable[[str], None] | None = None) -> tuple[SendReport, list[Path]]:
-    """Deliver every pending message now (or, dry, write them as .eml files and mark nothing)."""
+                 progress: Callable[[str], None] | None = None,
+                 workers: int = 1) -> tuple[SendReport, list[Path]]:
+    """Deliver every pending message now, over ``workers`` SMTP connections at once (or,
+    dry, write them as .eml files and mark nothing).
+
+    Sending takes no data-folder lock: each message is claimed before it is sent, so other
+    senders (a run, another ``digest send``, another host on a PostgreSQL store) may work
+    at the same time and none sends a message another holds.
+    """
     if config.smtp is None and not dry_run:
         raise ConfigError(str(config.path), ["[smtp]: missing: add an [smtp] table to send "
                                              "e-mail (see README, E-mail)"])
     if config.smtp is not None and not dry_run:
         config.smtp.password()
-    with exclusive(config.data_dir, "send"):
-        store = Store.open(config.store_path)
-        try:
-            if dry_run:
+    if dry_run:
+        with exclusive(config.data_dir, "send"):
+            store = open_store(config)
+            try:
                 written = []
                 with publishing(config.data_dir):
                     for d in store.deliveries(("pending",)):
@@ -881,11 +897,21 @@ def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
                         atomic_write(path, d.raw)
                         written.append(path)
                 return SendReport(), written
-            assert config.smtp is not None
+            finally:
+                store.close()
+    assert config.smtp is not None
+    store = open_store(config)
+    try:
+        if workers == 1:
             return deliver(store, config.smtp, now, due_only=False,
                            allowed=mail_recipients(config), progress=progress), []
-        finally:
-            store.close()
+        from .send import deliver_parallel
+
+        return deliver_parallel(lambda: open_store(config), config.smtp, now, workers,
+                                store=store, due_only=False, allowed=mail_recipients(config),
+                                progress=progress), []
+    finally:
+        store.close()
 
 
 def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
@@ -893,9 +919,11 @@ def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
     """Add dumps to the store as already seen: they never appear in any digest."""
     report = report or RunReport()
     with exclusive(config.data_dir, "ingest"):
-        store = Store.open(config.store_path)
+        store = open_store(config)
         try:
-            ingest(store, paths, report, now, kind="backfill", zone=ZoneInfo(config.timezone))
+            with store.hold("ingest"):
+                ingest(store, paths, report, now, kind="backfill",
+                       zone=ZoneInfo(config.timezone))
         finally:
             store.close()
     return report
@@ -911,7 +939,7 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     renderer = Renderer(config.templates)
     renderer.check()
     semantic = semantic_for(config.ranking, _note(report))
-    store = Store.snapshot(config.store_path)
+    store = snapshot_store(config)
     try:  # what ingest writes (vectors too) stays in memory (and the vector cache)
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),

@@ -197,4 +197,25 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR REPLACE INTO meta (key, value)
         SELECT 'enriched_upto', CAST(coalesce(max(id), 0) AS TEXT) FROM runs;
     """,
+    # 9: several senders at once (threads, processes, hosts): a message is claimed by one
+    # (``claimed_by`` until ``lease_until``; a sender that died is taken over when its lease
+    # ends) and ``tried`` orders the last tries, so a pass tries a message at most once;
+    # ``send_pace`` holds the next free send slot (epoch seconds) of the whole store, so
+    # [smtp].max_per_minute holds across every sender. Beside the outbox rather than in it,
+    # and IF NOT EXISTS, so this migration may run again over a store that has it.
+    """
+    CREATE TABLE IF NOT EXISTS outbox_claims (
+        id INTEGER PRIMARY KEY REFERENCES outbox(id),
+        claimed_by TEXT,
+        lease_until TEXT,
+        tried INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS outbox_claims_worker ON outbox_claims(claimed_by);
+    CREATE INDEX IF NOT EXISTS outbox_claims_tried ON outbox_claims(tried);
+    CREATE TABLE IF NOT EXISTS send_pace (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        next_at REAL NOT NULL
+    );
+    INSERT INTO send_pace (id, next_at) VALUES (1, 0) ON CONFLICT DO NOTHING;
+    """,
 )

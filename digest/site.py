@@ -50,7 +50,7 @@ from .links import WebLinks, links_for
 from .lock import exclusive
 from .models import Digest, Profile
 from .render import Renderer, fmt_date, operator_markdown
-from .store import IssueRecord, Store
+from .store import IssueRecord, Store, open_store, read_only_store
 from .tokens import load_secret, sign
 
 FINGERPRINT_KEY = "site_fingerprint"  # store meta: what the pages on disk were made with
@@ -403,7 +403,7 @@ def build(config: Config) -> SiteReport:
         for folder in site_folders(config):  # leftovers of a killed writer (we hold the lock)
             remove_stale_temps(folder)
         secret = load_secret(config.data_dir)
-        store = _open_store(config.store_path)
+        store = _open_store(config)
         try:
             with publishing(config.data_dir):
                 return build_site(config, store, renderer, secret, full=True)
@@ -412,11 +412,11 @@ def build(config: Config) -> SiteReport:
                 store.close()
 
 
-def _open_store(path: Path) -> Store | None:
+def _open_store(config: Config) -> Store | None:
     """The store for writing the fingerprint when it may be written, else read-only."""
-    if not path.is_file():
+    if not config.has_store():
         return None
     try:
-        return Store.open(path)
+        return open_store(config)
     except StoreError:
-        return Store.read_only(path)
+        return read_only_store(config)

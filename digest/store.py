@@ -23,13 +23,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, StoreError, UsageError
 from .faults import checkpoint
 from .identity import normalise_arxiv_id, normalise_title
 from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Resolution, Vote
 from .schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _PAPER_COLUMNS = (
     "p.key, p.title, p.abstract, p.authors, p.author_names, p.published, p.date_raw, "
@@ -208,7 +211,9 @@ def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
 
 
 class Store:
-    """The SQLite store behind one small interface (PostgreSQL can stand in later)."""
+    """The store: SQLite here; ``pgstore.PgStore`` runs the same methods on PostgreSQL."""
+
+    engine = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
@@ -331,6 +336,17 @@ class Store:
         """Close the connection."""
         self.conn.close()
 
+    def in_transaction(self) -> bool:
+        """A transaction is open on this connection (none should be between calls)."""
+        return bool(self.conn.in_transaction)
+
+    @contextmanager
+    def hold(self, what: str, *, wait: bool = False) -> Iterator[None]:
+        """Exclusive use of the store for ``what`` ("run": ingest and publishing) among
+        every process on every host. SQLite: the data folder's lock file already gives it
+        (one host, one folder), so nothing more is needed."""
+        yield
+
     def _version(self) -> int:
         version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
         if version > len(MIGRATIONS):
@@ -430,12 +446,11 @@ class Store:
         name = Path(dump.path).name
         with self.transaction() as conn:
             if run_id is None:
-                cur = conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)",
-                                   (kind, _ts(now)))
-                run_id = int(cur.lastrowid or 0)
+                run_id = int(conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)"
+                                          " RETURNING id", (kind, _ts(now))).fetchall()[0][0])
                 conn.executemany(
-                    "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
-                    " VALUES (?, ?, ?)", [(n, run_id - 1, _ts(now)) for n in subscribers])
+                    "INSERT INTO subscribers (name, cursor_run, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING", [(n, run_id - 1, _ts(now)) for n in subscribers])
             size: int | None = None
             mtime: int | None = None
             with contextlib.suppress(OSError):
@@ -444,12 +459,12 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO dumps (sha256, name, path, size, mtime_ns, shape, page_date, run_id,"
                 " ingested_at, entries, new_papers, warnings)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
                 (dump.sha256, name, str(Path(dump.path).resolve()), size, mtime, dump.shape,
                  dump.page_date.isoformat() if dump.page_date else None, run_id, _ts(now),
                  len(dump.papers), json.dumps([str(w) for w in dump.warnings])),
             )
-            dump_id = int(cur.lastrowid or 0)
+            dump_id = int(cur.fetchall()[0][0])
             half = len(dump.papers) // 2
             for i, paper in enumerate(dump.papers):
                 if i == half:
@@ -458,11 +473,12 @@ class Store:
                 if is_new:
                     new_keys.append(paper.key)
                 if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
-                    conn.execute("INSERT OR REPLACE INTO vectors (paper_id, model, vector)"
-                                 " VALUES (?, ?, ?)", (paper_id, vectors[0], blob))
+                    conn.execute("INSERT INTO vectors (paper_id, model, vector) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (paper_id, model) DO UPDATE SET"
+                                 " vector = excluded.vector", (paper_id, vectors[0], blob))
                 conn.execute(
-                    "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
-                    " version) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
+                    " version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
                      paper.version),
                 )
@@ -496,7 +512,7 @@ class Store:
                 "INSERT INTO papers (key, title_norm, arxiv_id, title, abstract, authors,"
                 " author_names, published, date_raw, upvotes, links, url, first_run, first_dump,"
                 " first_seen, summary, version, revision_only)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (paper.key, normalise_title(paper.title), paper.arxiv_id, paper.title,
                  paper.abstract, paper.authors, json.dumps(list(paper.author_names)),
                  paper.published.isoformat() if paper.published else None, paper.date_raw,
@@ -505,7 +521,7 @@ class Store:
             )
             # A new version of a paper never seen before is an old paper: stored as seen
             # (so it is never new later), but in no digest.
-            return int(cur.lastrowid or 0), not paper.revision
+            return int(cur.fetchall()[0][0]), not paper.revision
         # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
         # abstract replaces a shorter one, and the embedding of the old text goes with it.
         before = self._paper_row(existing)
@@ -519,10 +535,10 @@ class Store:
             " author_names = CASE WHEN author_names = '[]' THEN :names ELSE author_names END,"
             " summary = CASE WHEN summary = '' THEN :summary ELSE summary END,"
             " version = CASE WHEN :version IS NULL THEN version"
-            "   ELSE max(coalesce(version, 0), :version) END,"
+            "   WHEN coalesce(version, 0) > :version THEN version ELSE :version END,"
             " date_raw = coalesce(date_raw, :date_raw),"
             " upvotes = CASE WHEN :upvotes IS NULL THEN upvotes"  # an unknown count keeps ours
-            "   ELSE max(coalesce(upvotes, 0), :upvotes) END,"
+            "   WHEN coalesce(upvotes, 0) > :upvotes THEN upvotes ELSE :upvotes END,"
             " arxiv_id = coalesce(arxiv_id, :arxiv_id), url = coalesce(url, :url),"
             " links = CASE WHEN links = '[]' THEN :links ELSE links END"
             " WHERE id = :id",
@@ -559,8 +575,9 @@ class Store:
                           " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
                           (paper_id,))
         if len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
-            self.conn.execute("INSERT OR IGNORE INTO stale_pages SELECT DISTINCT issue_id"
-                              " FROM issue_items WHERE paper_id = ?", (paper_id,))
+            self.conn.execute("INSERT INTO stale_pages SELECT DISTINCT issue_id"
+                              " FROM issue_items WHERE paper_id = ? ON CONFLICT DO NOTHING",
+                              (paper_id,))
 
     def paper_count(self) -> int:
         """How many distinct papers the store has seen."""
@@ -612,14 +629,14 @@ class Store:
         when any feed may have to be built again (see pipeline.feeds_state)."""
         row = self.conn.execute(
             "SELECT (SELECT coalesce(max(id), 0) FROM issues), count(*),"
-            " coalesce(sum(value LIKE '% partial'), 0) FROM meta WHERE key >= ? AND key < ?",
-            (prefix, prefix + "\U0010ffff")).fetchone()
+            " coalesce(sum(CASE WHEN value LIKE '% partial' THEN 1 ELSE 0 END), 0) FROM meta"
+            " WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
     def set_meta_once(self, key: str, value: str) -> str:
         """Set a store-wide setting unless it is set already; return the value in force."""
         with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+            self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (key, value))
         found = self.meta(key)
         assert found is not None
@@ -663,15 +680,15 @@ class Store:
             if row is None or row[0] != from_run or row[1] != number - 1:
                 raise StoreError(f"{self.path}: subscriber {name!r} moved on while this digest "
                                  "was being made (is another digest running?); run again")
-            cur = conn.execute(
+            issue_id = int(conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
                 " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?)", (name, number, from_run, to_run, _ts(generated_at), new_papers,
-                           len(items), paths[0], paths[1]))
+                " ?, ?) RETURNING id", (name, number, from_run, to_run, _ts(generated_at),
+                                        new_papers, len(items), paths[0], paths[1])
+            ).fetchall()[0][0])
             if len(MIGRATIONS) >= _TERMS_MIGRATION:
                 conn.execute("UPDATE issues SET terms = ? WHERE id = ?", (json.dumps(
-                    [t for r in items for t in _item_terms(r)]), cur.lastrowid))
-            issue_id = cur.lastrowid
+                    [t for r in items for t in _item_terms(r)]), issue_id))
             conn.executemany(
                 "INSERT INTO issue_items (issue_id, rank, paper_id, score, matches)"
                 " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
@@ -786,8 +803,9 @@ class Store:
         with self.transaction() as conn:
             conn.execute("DELETE FROM feed_entries WHERE subscriber = ? AND issue_id < ?",
                          (name, oldest if oldest is not None else 1 << 62))
-            conn.executemany("INSERT OR REPLACE INTO feed_entries (subscriber, issue_id, rank,"
-                             " source, html) VALUES (?, ?, ?, ?, ?)",
+            conn.executemany("INSERT INTO feed_entries (subscriber, issue_id, rank, source, html)"
+                             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (subscriber, issue_id, rank)"
+                             " DO UPDATE SET source = excluded.source, html = excluded.html",
                              [(name, i, r, src, h) for i, r, src, h in entries])
             conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                          " DO UPDATE SET value = excluded.value", meta)
@@ -903,8 +921,12 @@ class Store:
                 # A lookup that failed backs off; one the budget stopped goes on next run.
                 wait = retry * (2 ** max(attempts - 1, 0)) if r.failed else timedelta(0)
                 conn.execute(
-                    "INSERT OR REPLACE INTO enrichment (paper_id, source, pending, reason,"
-                    " page_date, checked_at, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO enrichment (paper_id, source, pending, reason, page_date,"
+                    " checked_at, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (paper_id) DO UPDATE SET source = excluded.source,"
+                    " pending = excluded.pending, reason = excluded.reason,"
+                    " page_date = excluded.page_date, checked_at = excluded.checked_at,"
+                    " attempts = excluded.attempts, next_at = excluded.next_at",
                     (paper_id, r.source, int(pending), reason[:1000],
                      # "": its listing answered, so a retry goes straight to arXiv
                      "" if r.listed else day.isoformat() if day else None, _ts(now),
@@ -960,7 +982,8 @@ class Store:
             conn.executemany(
                 "INSERT INTO feedback (subscriber, paper_id, vote, at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (subscriber, paper_id) DO UPDATE SET vote = excluded.vote,"
-                " at = CASE WHEN vote = excluded.vote THEN at ELSE excluded.at END",
+                " at = CASE WHEN feedback.vote = excluded.vote THEN feedback.at"
+                " ELSE excluded.at END",
                 [(subscriber, pid, 1 if like else -1, _ts(at)) for pid, like in chosen.items()])
             got = dict(self._votes(subscriber, list(chosen)))
         return [got[pid] for pid in chosen if pid in got]
@@ -1034,8 +1057,8 @@ class Store:
         paper that has one keeps it. Returns how many were added."""
         with self.transaction() as conn:
             ids = self.paper_ids(blobs)
-            cur = conn.executemany("INSERT OR IGNORE INTO vectors (paper_id, model, vector)"
-                                   " VALUES (?, ?, ?)",
+            cur = conn.executemany("INSERT INTO vectors (paper_id, model, vector)"
+                                   " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                    [(ids[k], model, b) for k, b in blobs.items() if k in ids])
             return int(cur.rowcount)
 
@@ -1076,12 +1099,119 @@ class Store:
                                 (delivery_id,)).fetchone()
         return bool(row and row[0] == "pending")
 
+    # Claims: a sender takes a few messages at a time (``claim``), each for a lease; another
+    # sender skips them until it ends. The claim row is locked, not the outbox row, so every
+    # write here takes the outbox row first, then the claim rows (in id order): no deadlock
+    # on PostgreSQL. Each mark clears the claim.
+    _CLAIMABLE = ("(c.lease_until IS NULL OR c.lease_until < :now)"
+                  " AND (c.tried IS NULL OR c.tried <= :upto)")
+    _STILL_CLAIMABLE = ("(outbox_claims.lease_until IS NULL OR outbox_claims.lease_until < :now)"
+                        " AND (outbox_claims.tried IS NULL OR outbox_claims.tried <= :upto)")
+
+    def claim(self, worker: str, limit: int, lease: timedelta, now: datetime,
+              due_only: bool = True, *, tried_upto: int | None = None) -> list[Delivery]:
+        """Take up to ``limit`` pending messages for ``worker`` until ``now + lease``, fewest
+        attempts first (then oldest): those due (all, unless ``due_only``) that no other
+        sender holds under a live lease, and (with ``tried_upto``) not tried since the
+        ``tries`` mark a pass began with. One transaction; on PostgreSQL the candidates are
+        locked with SKIP LOCKED, so concurrent claimers never wait for each other, and the
+        claim itself is an upsert that re-checks the lease on the newest row, so two
+        claimers never take the same message."""
+        params: dict[str, Any] = {"now": _ts(now), "until": _ts(now + lease), "worker": worker,
+                                  "upto": 2 ** 62 if tried_upto is None else tried_upto,
+                                  "limit": limit}
+        due = " AND o.next_attempt_at <= :now" if due_only else ""
+        lock = " FOR UPDATE OF o SKIP LOCKED" if self.engine == "postgresql" else ""
+        claimed: list[int] = []
+        with self.transaction() as conn:
+            for _ in range(5):  # PostgreSQL: candidates another claimer took meanwhile
+                found = sorted(int(r[0]) for r in conn.execute(
+                    "SELECT o.id FROM outbox o LEFT JOIN outbox_claims c ON c.id = o.id"
+                    f" WHERE o.status = 'pending'{due} AND {self._CLAIMABLE}"
+                    f" ORDER BY o.attempts, o.id LIMIT :limit{lock}", params).fetchall())
+                for delivery_id in found:
+                    if conn.execute(
+                            "INSERT INTO outbox_claims (id, claimed_by, lease_until)"
+                            " VALUES (:id, :worker, :until) ON CONFLICT (id) DO UPDATE SET"
+                            " claimed_by = excluded.claimed_by,"
+                            " lease_until = excluded.lease_until"
+                            f" WHERE {self._STILL_CLAIMABLE}"
+                            " RETURNING id", {**params, "id": delivery_id}).fetchall():
+                        claimed.append(delivery_id)
+                if claimed or not found:
+                    break
+            if not claimed:
+                return []
+            marks = ", ".join("?" for _ in claimed)
+            rows = conn.execute(f"{self._DELIVERY} WHERE o.id IN ({marks})",
+                                tuple(claimed)).fetchall()
+        return sorted((self._delivery(tuple(r)) for r in rows),
+                      key=lambda d: (d.attempts, d.id))
+
+    def renew(self, delivery_id: int, worker: str, until: datetime) -> bool:
+        """Extend ``worker``'s lease on a message to ``until``; False when it no longer
+        holds it (the lease ran out and another sender took it over)."""
+        with self.transaction():
+            cur = self.conn.execute("UPDATE outbox_claims SET lease_until = ?"
+                                    " WHERE id = ? AND claimed_by = ?",
+                                    (_ts(until), delivery_id, worker))
+            return bool(cur.rowcount)
+
+    def release(self, worker: str) -> int:
+        """Give back what ``worker`` still holds (a pass that stopped early); how many."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE outbox_claims SET claimed_by = NULL, lease_until = NULL WHERE id IN"
+                " (SELECT id FROM outbox_claims WHERE claimed_by = ? ORDER BY id"
+                + (" FOR UPDATE)" if self.engine == "postgresql" else ")"), (worker,))
+            return int(cur.rowcount)
+
+    def tries(self) -> int:
+        """The mark of the latest try (a pass claims only messages tried up to its start)."""
+        row = self.conn.execute("SELECT coalesce(max(tried), 0) FROM outbox_claims").fetchone()
+        return int(row[0])
+
+    def pending_counts(self, now: datetime) -> tuple[int, int]:
+        """Pending messages: (all, not due at ``now``)."""
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN next_attempt_at > ? THEN 1 ELSE 0 END),"
+            " 0) FROM outbox WHERE status = 'pending'", (_ts(now),)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def cancel_pending(self, keep: Collection[str], error: str, at: datetime) -> int:
+        """Fail the pending mail of every subscriber not in ``keep`` (as ``mark_failed``
+        does); how many messages."""
+        with self.transaction() as conn:
+            names = [str(r[0]) for r in conn.execute(
+                "SELECT DISTINCT subscriber FROM outbox WHERE status = 'pending'")]
+            cancelled = 0
+            for name in sorted(set(names) - set(keep)):
+                cancelled += int(conn.execute(
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1,"
+                    " last_error = ?, failed_at = ? WHERE subscriber = ? AND status = 'pending'",
+                    (error, _ts(at), name)).rowcount)
+            return cancelled
+
+    def pace(self, interval_s: float, now_epoch: float) -> float:
+        """Reserve the next send slot of the whole store (every sender, every host): the
+        later of ``now_epoch`` and the slot kept, which moves on by ``interval_s``. One
+        transaction (the row locked on PostgreSQL); the caller waits until the slot."""
+        lock = " FOR UPDATE" if self.engine == "postgresql" else ""
+        with self.transaction() as conn:
+            row = conn.execute(f"SELECT next_at FROM send_pace WHERE id = 1{lock}").fetchone()
+            kept = float(row[0]) if row else 0.0
+            slot = kept if kept > now_epoch else now_epoch
+            conn.execute("INSERT INTO send_pace (id, next_at) VALUES (1, ?) ON CONFLICT (id)"
+                         " DO UPDATE SET next_at = excluded.next_at", (slot + interval_s,))
+        return slot
+
     def mark_sent(self, delivery_id: int, now: datetime) -> None:
         """The server accepted the message: commit that at once."""
         with self.transaction():
             self.conn.execute("UPDATE outbox SET status = 'sent', sent_at = ?, attempts ="
                               " attempts + 1, last_error = NULL WHERE id = ?",
                               (_ts(now), delivery_id))
+            self.conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
 
     def mark_retry(self, delivery_id: int, error: str, next_at: datetime,
                    uncertain_at: datetime | None = None) -> None:
@@ -1097,6 +1227,11 @@ class Store:
                 " WHERE id = ? AND status = 'pending'",
                 (error, _ts(next_at), int(uncertain_at is not None),
                  _ts(uncertain_at) if uncertain_at else None, delivery_id))
+            self.conn.execute(  # the claim cleared; the try marked after every other
+                "INSERT INTO outbox_claims (id, tried) SELECT ?, coalesce(max(tried), 0) + 1"
+                " FROM outbox_claims WHERE true ON CONFLICT (id) DO UPDATE SET"
+                " claimed_by = NULL, lease_until = NULL, tried = excluded.tried",
+                (delivery_id,))
 
     def mark_failed(self, delivery_id: int, error: str, at: datetime | None = None,
                     uncertain: bool = False) -> None:
@@ -1107,6 +1242,7 @@ class Store:
                               " WHERE id = ? AND status = 'pending'",
                               (int(uncertain), error, _ts(at or datetime.now(UTC)),
                                delivery_id))
+            self.conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
 
     def requeue_failed(self, ids: Collection[int], now: datetime) -> list[int]:
         """Put these failed messages back in the queue, due at ``now``, their counters reset.
@@ -1130,14 +1266,15 @@ class Store:
                     (_ts(now), delivery_id))
                 if cur.rowcount:
                     requeued.append(delivery_id)
+                    conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
         return requeued
 
     def set_unsubscribed(self, name: str, when: datetime | None) -> bool:
         """Stop (or, with None, resume) mail to a subscriber; their history stays."""
         with self.transaction():
             self.conn.execute(  # never met yet: register them, starting after the latest run
-                "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
-                " VALUES (?, (SELECT coalesce(max(id), 0) FROM runs), ?)",
+                "INSERT INTO subscribers (name, cursor_run, created_at)"
+                " VALUES (?, (SELECT coalesce(max(id), 0) FROM runs), ?) ON CONFLICT DO NOTHING",
                 (name, _ts(when or datetime.now(UTC))))
             cur = self.conn.execute("UPDATE subscribers SET unsubscribed_at = ? WHERE name = ?",
                                     (_ts(when) if when else None, name))
@@ -1166,8 +1303,8 @@ class Store:
 
     def job_slots(self, prefix: str) -> dict[str, datetime | None]:
         """The last slot of every job whose name starts with ``prefix``, in one read."""
-        rows = self.conn.execute("SELECT name, last_slot FROM jobs WHERE name >= ? AND"
-                                 " name < ?", (prefix, prefix + "\U0010ffff"))
+        rows = self.conn.execute("SELECT name, last_slot FROM jobs WHERE substr(name, 1, ?) = ?",
+                                 (len(prefix), prefix))
         return {str(n): _parse_ts(v) if v else None for n, v in rows}
 
     def set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
@@ -1183,7 +1320,7 @@ class Store:
     def _set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
         self.conn.execute(
             "INSERT INTO jobs (name, last_slot, last_run) VALUES (?, ?, ?) ON CONFLICT(name)"
-            " DO UPDATE SET last_slot = coalesce(excluded.last_slot, last_slot),"
+            " DO UPDATE SET last_slot = coalesce(excluded.last_slot, jobs.last_slot),"
             " last_run = excluded.last_run",
             (name, _ts(slot) if slot else None, _ts(now)))
 
@@ -1203,9 +1340,10 @@ class Store:
                 " last_status, last_error) VALUES (:name, :url, :etag, :lm, :now, :status,"
                 " :error) ON CONFLICT(name) DO UPDATE SET last_fetch = :now,"
                 " last_status = :status, last_error = :error,"
-                " url = CASE WHEN :keep THEN url ELSE :url END,"
-                " etag = CASE WHEN :keep THEN etag ELSE :etag END,"
-                " last_modified = CASE WHEN :keep THEN last_modified ELSE :lm END",
+                " url = CASE WHEN :keep = 1 THEN source_state.url ELSE :url END,"
+                " etag = CASE WHEN :keep = 1 THEN source_state.etag ELSE :etag END,"
+                " last_modified = CASE WHEN :keep = 1 THEN source_state.last_modified"
+                " ELSE :lm END",
                 {"name": name, "url": url, "etag": etag, "lm": last_modified, "now": _ts(now),
                  "status": status, "error": error, "keep": int(keep_validators)})
 
@@ -1365,3 +1503,31 @@ class _Overlay(Store):
         plist = list(papers)
         self._fault_keys(p.key for p in plist)
         return super().outgrown(plist)
+
+
+# -- choosing the engine -------------------------------------------------------------------
+def open_store(config: Config) -> Store:
+    """The store the config names: PostgreSQL (``[store] url``) or the SQLite file."""
+    if config.store_url:
+        from .pgstore import PgStore
+
+        return PgStore.connect(config.store_url)
+    return Store.open(config.store_path)
+
+
+def snapshot_store(config: Config) -> Store:
+    """``Store.snapshot`` on either engine: readable and writable, nothing kept."""
+    if config.store_url:
+        from .pgstore import PgSnapshot
+
+        return PgSnapshot.connect(config.store_url)
+    return Store.snapshot(config.store_path)
+
+
+def read_only_store(config: Config) -> Store | None:
+    """``Store.read_only`` on either engine (None: no store yet)."""
+    if config.store_url:
+        from .pgstore import PgStore
+
+        return PgStore.connect(config.store_url)
+    return Store.read_only(config.store_path)
