@@ -463,9 +463,12 @@ def part2(label: str, rigs: list[Rig], texts: Texts) -> dict[str, float]:
         out[f"{name.split()[0]}_time_ratio"] = round(took, 2)
         out[f"{name.split()[0]}_cpu_ratio"] = round(cpu, 2)
     counts = [count_ms(rig) for rig in rigs]
-    say(f"   of which Store.paper_count (SELECT count(*) FROM papers; every run, daemon tick "
-        f"and preview): {counts[0]:.1f} ms vs {counts[1]:.1f} ms ({counts[1] / counts[0]:.1f}x)")
-    out["paper_count_ms"] = round(counts[1], 1)
+    grows = "it grows with the store" if counts[1] > 1.5 * counts[0] else "flat"
+    say(f"   in each: Store.paper_count (SELECT count(*) FROM papers, once a run, daemon tick "
+        f"or preview) {counts[0]:.2f} ms vs {counts[1]:.2f} ms: {grows} "
+        f"({counts[1] / max(1e-6, counts[0]):.0f}x for {large.papers / small.papers:.0f}x "
+        "the papers)")
+    out["paper_count_ms"] = round(counts[1], 2)
     return out
 
 

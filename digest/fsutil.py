@@ -250,3 +250,22 @@ def _creation_problem(folder: Path) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {folder}: {parent} is not writable"
     return None
+
+
+PUBLISHER_FILE = "publisher"  # in the data folder: who publishes this folder's files
+
+
+def publisher_id(data_dir: Path) -> str:
+    """This data folder's publisher id: made once (random), kept in the folder. Two hosts
+    with their own data folders on one store are two publishers."""
+    path = data_dir / PUBLISHER_FILE
+    with contextlib.suppress(OSError):
+        found = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{12}", found):
+            return found
+    made = os.urandom(6).hex()
+    with contextlib.suppress(OSError):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, f"{made}\n".encode("ascii"))
+        return path.read_text(encoding="ascii").strip()
+    return made  # an unwritable folder: the check of the output folders says so

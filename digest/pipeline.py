@@ -495,7 +495,15 @@ def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, d
     return authority, tag_date, datetime.fromisoformat(created)
 
 
-FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + a reader's name: what made their feed
+FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + publisher:name: what made a feed
+
+
+def publisher(config: Config) -> str:
+    """Who publishes these files: one id per data folder (kept in it), so two hosts on one
+    store each know what their own feeds and pages were built from."""
+    from .fsutil import publisher_id
+
+    return publisher_id(config.data_dir)
 
 
 @functools.cache
@@ -523,7 +531,7 @@ def feed_fingerprints(config: Config, renderer: Renderer, identity: tuple[str, s
         default=str).encode()).hexdigest() for p in config.subscribers if p.feed}
 
 
-FEEDS_BUILT = "feeds_built"  # store meta: the state every feed was last found current in
+FEEDS_BUILT = "feeds_built:"  # store meta, + publisher: the state its feeds were current in
 
 
 def feeds_state(store: Store, config: Config, renderer: Renderer,
@@ -531,7 +539,7 @@ def feeds_state(store: Store, config: Config, renderer: Renderer,
     """One hash of what all the feeds are made from: what every fingerprint hashes, the
     newest issue, and how many feeds are known current (a changed paper drops its feeds'
     fingerprints). "" while a feed was built with an entry left out (marked partial)."""
-    state = store.feed_state(FEED_FINGERPRINT)
+    state = store.feed_state(f"{FEED_FINGERPRINT}{publisher(config)}:")
     if state[2]:
         return ""  # a feed left an entry out: it is tried (and told) again every run
     common = _feed_common(config, renderer, identity)
@@ -564,7 +572,8 @@ def _feed_readers(config: Config) -> str:
 def feeds_current(store: Store, config: Config, renderer: Renderer, now: Clock) -> bool:
     """True when ``write_feeds`` would build no feed now (its quick check)."""
     state = feeds_state(store, config, renderer, feed_identity(store, config, now))
-    return bool(state) and store.meta(FEEDS_BUILT) == state and _feeds_there(config)
+    return bool(state) and store.meta(FEEDS_BUILT + publisher(config)) == state and \
+        _feeds_there(config)
 
 
 def _feed_paths(config: Config) -> list[str]:
@@ -610,7 +619,8 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
     identity = feed_identity(store, config, now)
     authority, tag_date, created = identity
     state = feeds_state(store, config, renderer, identity)
-    if state and store.meta(FEEDS_BUILT) == state and _feeds_there(config):
+    me = publisher(config)
+    if state and store.meta(FEEDS_BUILT + me) == state and _feeds_there(config):
         report.feeds_unchanged += _feed_paths(config)  # nothing changed; every file is there
         return
     marks = feed_fingerprints(config, renderer, identity)
@@ -619,8 +629,10 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
             continue
         path = config.feeds_dir / f"{profile.name}.atom"
         mark = marks[profile.name]
-        built_from = f"{mark} {_sha_of(store.feed_sources(profile.name, config.feed_size))}"
-        if store.meta(FEED_FINGERPRINT + profile.name) == built_from and path.is_file():
+        built_from = (f"{mark} {_sha_of(store.feed_sources(profile.name, config.feed_size))}"
+                      f" {store.feed_generation(profile.name)}")
+        key = f"{FEED_FINGERPRINT}{me}:{profile.name}"
+        if store.meta(key) == built_from and path.is_file():
             report.feeds_unchanged.append(str(path))
             continue
 
@@ -656,10 +668,10 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
         store.keep_feed_entries(profile.name, made,
                                 oldest=min((i for i, _, _, _ in window), default=None),
                                 # an entry left out is tried (and told) again next run
-                                meta=(FEED_FINGERPRINT + profile.name,
+                                meta=(key,
                                       f"{built_from} partial" if left_out else built_from))
     with contextlib.suppress(StoreError):  # not kept: the next run checks each feed again
-        store.set_meta(FEEDS_BUILT, feeds_state(store, config, renderer, identity))
+        store.set_meta(FEEDS_BUILT + me, feeds_state(store, config, renderer, identity))
 
 
 _RENDERERS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Renderer] = {}

@@ -218,4 +218,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO send_pace (id, next_at) VALUES (1, 0) ON CONFLICT DO NOTHING;
     """,
+    # 10: what changed under the published files, told to every publisher (each host has
+    # its own feeds and site): a reader's feed generation grows when a paper in their feed
+    # changes, and each changed issue page is a numbered row; a publisher remembers the
+    # generations and the last row it built from (meta keyed by its data folder).
+    """
+    CREATE TABLE IF NOT EXISTS feed_changes (
+        subscriber TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS page_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_id INTEGER NOT NULL REFERENCES issues(id)
+    );
+    INSERT INTO page_changes (issue_id) SELECT issue_id FROM stale_pages ORDER BY issue_id;
+    DELETE FROM stale_pages;
+    """,
 )

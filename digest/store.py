@@ -153,6 +153,7 @@ def _ranked_row(row: sqlite3.Row | tuple[object, ...]) -> Ranked:
 
 _TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
 _ENRICH_MIGRATION = 8  # the migration that adds enrichment and stale_pages
+_CHANGES_MIGRATION = 10  # the migration that adds feed_changes and page_changes
 
 
 def _item_terms(item: Ranked) -> list[str]:
@@ -574,7 +575,15 @@ class Store:
         self.conn.execute("DELETE FROM feed_entries WHERE (issue_id, rank) IN"
                           " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
                           (paper_id,))
-        if len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
+        if len(MIGRATIONS) >= _CHANGES_MIGRATION:  # told to every publisher (host)
+            self.conn.execute(
+                "INSERT INTO feed_changes (subscriber, n) SELECT DISTINCT i.subscriber, 1"
+                " FROM issue_items ii JOIN issues i ON i.id = ii.issue_id WHERE"
+                " ii.paper_id = ? ON CONFLICT (subscriber) DO UPDATE SET"
+                " n = feed_changes.n + 1", (paper_id,))
+            self.conn.execute("INSERT INTO page_changes (issue_id) SELECT DISTINCT issue_id"
+                              " FROM issue_items WHERE paper_id = ?", (paper_id,))
+        elif len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
             self.conn.execute("INSERT INTO stale_pages SELECT DISTINCT issue_id"
                               " FROM issue_items WHERE paper_id = ? ON CONFLICT DO NOTHING",
                               (paper_id,))
@@ -611,24 +620,40 @@ class Store:
             self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                               " DO UPDATE SET value = excluded.value", (key, value))
 
-    def stale_pages(self) -> dict[str, set[int]]:
-        """Issues whose pages show a paper that changed since (subscriber -> issue ids)."""
+    def page_changes(self, after: int) -> tuple[dict[str, set[int]], int]:
+        """Issues whose pages show a paper that changed since change number ``after``
+        (subscriber -> issue ids), and the newest change number (a publisher keeps it)."""
         out: dict[str, set[int]] = {}
-        for name, issue_id in self.conn.execute(
-                "SELECT i.subscriber, s.issue_id FROM stale_pages s JOIN issues i ON"
-                " i.id = s.issue_id"):
+        newest = after
+        for seq, name, issue_id in self.conn.execute(
+                "SELECT c.id, i.subscriber, c.issue_id FROM page_changes c JOIN issues i ON"
+                " i.id = c.issue_id WHERE c.id > ? ORDER BY c.id", (after,)):
             out.setdefault(str(name), set()).add(int(issue_id))
-        return out
+            newest = max(newest, int(seq))
+        return out, newest
+
+    def newest_page_change(self) -> int:
+        """The number of the newest page change (0 before any)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM page_changes"
+                                     ).fetchone()[0])
+
+    def feed_generation(self, name: str) -> int:
+        """How many times a paper in this reader's issues changed (their feed's generation)."""
+        row = self.conn.execute("SELECT n FROM feed_changes WHERE subscriber = ?",
+                                (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def newest_issue_id(self) -> int:
         """The id of the newest issue of anyone (0 before the first)."""
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM issues").fetchone()[0])
 
     def feed_state(self, prefix: str) -> tuple[int, int, int]:
-        """(newest issue id, settings under ``prefix``, those marked partial): what changes
-        when any feed may have to be built again (see pipeline.feeds_state)."""
+        """(newest issue id, all feeds' generations, settings under ``prefix`` marked
+        partial): what changes when any feed may have to be built again (see
+        pipeline.feeds_state)."""
         row = self.conn.execute(
-            "SELECT (SELECT coalesce(max(id), 0) FROM issues), count(*),"
+            "SELECT (SELECT coalesce(max(id), 0) FROM issues),"
+            " (SELECT coalesce(sum(n), 0) FROM feed_changes),"
             " coalesce(sum(CASE WHEN value LIKE '% partial' THEN 1 ELSE 0 END), 0) FROM meta"
             " WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
@@ -1365,7 +1390,8 @@ class _Overlay(Store):
     """
 
     _WRITTEN = ("meta", "runs", "dumps", "papers", "sightings", "subscribers", "vectors",
-                "jobs", "source_state", "feed_entries", "stale_pages")
+                "jobs", "source_state", "feed_entries", "stale_pages", "feed_changes",
+                "page_changes")
     _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state")  # one row per thing
 
     def __init__(self, conn: sqlite3.Connection, path: str,

@@ -181,3 +181,43 @@ def test_every_store_command_works_on_postgresql(project: Project, pg_url: str, 
         assert store.latest_issues()["all"].number == 2
     finally:
         store.close()
+
+
+def test_each_host_keeps_its_own_feeds_and_pages_current(
+        tmp_path: Path, pg_url: str, clock: Clock, shared_dumps: list[Path]) -> None:
+    """Two publishing hosts on one store: a paper that changes later (a link found) reaches
+    both hosts' feeds and issue pages, not only those of the host that saw it first."""
+    from digest.models import Resolution
+
+    hosts = []
+    for name in ("host-a", "host-b"):
+        host = Project(tmp_path / name)
+        host.root.mkdir()
+        host.write_config(DEFAULT_SUBSCRIBERS.replace('name = "all"',
+                                                      'name = "all"\nfeed = true'),
+                          extra=f'[store]\nurl = "{pg_url}"\n')
+        hosts.append(host)
+    a, b = hosts
+    dated(a.drop(shared_dumps[0]))
+    run(a.config(), now=clock)  # a ingests and publishes
+    clock.tick()
+    run(b.config(), now=clock)  # b has nothing new, but builds its own feeds and pages
+    feed_b = b.root / "feeds" / "all.atom"
+    entry = feedparser.parse(feed_b.read_bytes()).entries[0]
+    assert "huggingface.co/papers?q=" in entry.link  # a text dump: a search link
+    store = PgStore.connect(pg_url)
+    try:
+        key = next(p.key for p in store.papers_after(0, 99) if p.title == entry.title)
+        store.put_resolutions([Resolution(key=key, title=entry.title, arxiv_id="2611.09999",
+                                          url="https://arxiv.org/abs/2611.09999",
+                                          source="arxiv")], clock())
+    finally:
+        store.close()
+    for host in (a, b):
+        clock.tick()
+        run(host.config(), now=clock)
+        links = {e.title: e.link for e in
+                 feedparser.parse((host.root / "feeds" / "all.atom").read_bytes()).entries}
+        assert links[entry.title] == "https://arxiv.org/abs/2611.09999", host.root.name
+        page, = (host.root / "site" / "all").glob("0001-*.html")
+        assert "https://arxiv.org/abs/2611.09999" in page.read_text(encoding="utf-8")

@@ -69,6 +69,8 @@ def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          " checked_at) SELECT id, 'arxiv', 1, 'no link', ? FROM papers"
                          " ORDER BY id LIMIT 2", ("2026-11-23T08:00:00+00:00",))
             conn.execute("INSERT INTO stale_pages (issue_id) SELECT max(id) FROM issues")
+            conn.execute("INSERT INTO page_changes (issue_id) SELECT max(id) FROM issues")
+            conn.execute("INSERT INTO feed_changes (subscriber, n) VALUES ('ana', 2)")
             conn.execute("INSERT INTO outbox_claims (id, claimed_by, lease_until, tried)"
                          " SELECT min(id), 'host-1', '2026-11-23T08:05:00+00:00', 1"
                          " FROM outbox")
@@ -220,8 +222,8 @@ def test_feeds_and_message_ids_are_the_same_built_from_the_copy(
     for path in feeds:
         path.unlink()
     with psycopg.connect(pg_url) as conn:
-        conn.execute("DELETE FROM meta WHERE key = %s OR key LIKE %s",
-                     (FEEDS_BUILT, FEED_FINGERPRINT + "%"))
+        conn.execute("DELETE FROM meta WHERE key LIKE %s OR key LIKE %s",
+                     (FEEDS_BUILT + "%", FEED_FINGERPRINT + "%"))
         conn.execute("DELETE FROM feed_entries")  # no kept HTML: every entry rendered anew
     clock = Clock(datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
     report = run(site.config(), now=clock, send=False)
