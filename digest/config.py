@@ -662,7 +662,7 @@ def _store_url(check: _Checker, data: Any) -> str | None:
         check.add("store", None, "url", f"{where}: {url.split('@')[-1]!r} is not a "
                   "postgresql:// URL (leave it out to keep the SQLite store in data_dir)")
         return None
-    if parts.password is not None:
+    if parts.password is not None or re.search(r"(?i)(?:^|&)password=", parts.query):
         check.add("store", None, "url", f"{where} holds a password: take it out and put it "
                   "in PGPASSWORD or ~/.pgpass (passwords never go in the config)")
         return None

@@ -79,8 +79,8 @@ class PgConn:
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         import psycopg
 
-        cur = self.raw.cursor()
         try:
+            cur = self.raw.cursor()
             cur.execute(translate(sql), params or None)
         except psycopg.OperationalError as exc:
             raise StoreError(f"{self.where}: {_first_line(exc)}") from None
@@ -89,13 +89,13 @@ class PgConn:
     def executemany(self, sql: str, seq: Any) -> Any:
         import psycopg
 
-        cur = self.raw.cursor()
         rows = list(seq)
-        if rows:
-            try:
+        try:
+            cur = self.raw.cursor()
+            if rows:
                 cur.executemany(translate(sql), rows)
-            except psycopg.OperationalError as exc:
-                raise StoreError(f"{self.where}: {_first_line(exc)}") from None
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.where}: {_first_line(exc)}") from None
         return cur
 
     def close(self) -> None:
@@ -143,16 +143,17 @@ class PgStore(Store):
         from psycopg.pq import TransactionStatus
 
         raw = self.pg.raw
-        if raw.closed:
-            return
-        with contextlib.suppress(psycopg.Error):
-            if raw.info.transaction_status != TransactionStatus.IDLE:
-                raw.execute("ROLLBACK")
-        pool(self._url).putconn(raw)
+        if not raw.closed:
+            with contextlib.suppress(psycopg.Error):
+                if raw.info.transaction_status != TransactionStatus.IDLE:
+                    raw.execute("ROLLBACK")
+        with contextlib.suppress(psycopg.Error, ValueError):  # a lost one is thrown away
+            pool(self._url).putconn(raw)
 
     # -- schema ----------------------------------------------------------------------------
     def _version(self) -> int:
-        self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        if self.conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return 0  # a new database: the first migration makes the table (under the lock)
         row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
         version = int(row[0] or 0)
         if version > len(MIGRATIONS):
@@ -164,6 +165,8 @@ class PgStore(Store):
         while self._version() < len(MIGRATIONS):
             with self.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
+                self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version"
+                                  " (version BIGINT NOT NULL)")
                 number = self._version()  # again, under the lock
                 if number >= len(MIGRATIONS):
                     break
@@ -223,7 +226,8 @@ class PgStore(Store):
 
 _POOLS: dict[str, Any] = {}
 _POOLS_LOCK = threading.Lock()
-POOL_SIZE = 20  # connections per database and process at most (send workers, web threads)
+POOL_SIZE = 70  # connections per database and process at most: `send --workers` allows 64
+# (connections are opened only when needed: min_size is 0)
 
 
 def pool(url: str) -> Any:
@@ -253,7 +257,8 @@ def close_pools() -> None:
 
 def _safe(url: str) -> str:
     """The URL without a password, for messages and logs."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    masked = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", masked)
 
 
 def _first_line(exc: BaseException) -> str:

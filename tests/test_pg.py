@@ -139,6 +139,11 @@ def test_a_password_in_the_url_is_refused_and_the_environment_wins(
     with pytest.raises(ConfigError) as caught:
         load_config(project.config_path)
     assert "PGPASSWORD" in str(caught.value) and "Sentinel" not in str(caught.value)
+    project.write_config(DEFAULT_SUBSCRIBERS, extra='[store]\nurl = '
+                         '"postgresql://digest@db/digest?sslmode=require&password=Sentinel-7"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(project.config_path)
+    assert "PGPASSWORD" in str(caught.value) and "Sentinel" not in str(caught.value)
     monkeypatch.setenv("DIGEST_STORE_URL", pg_url)
     assert load_config(project.config_path).store_url == pg_url
 
