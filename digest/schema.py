@@ -214,7 +214,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS outbox_claims_tried ON outbox_claims(tried);
     CREATE TABLE IF NOT EXISTS send_pace (
         id INTEGER PRIMARY KEY CHECK (id = 1),
-        next_at REAL NOT NULL
+        next_at REAL NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 0
     );
     INSERT INTO send_pace (id, next_at) VALUES (1, 0) ON CONFLICT DO NOTHING;
     """,

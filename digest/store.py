@@ -1193,8 +1193,8 @@ class Store:
 
     def tries(self) -> int:
         """The mark of the latest try (a pass claims only messages tried up to its start)."""
-        row = self.conn.execute("SELECT coalesce(max(tried), 0) FROM outbox_claims").fetchone()
-        return int(row[0])
+        row = self.conn.execute("SELECT tries FROM send_pace WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
 
     def pending_counts(self, now: datetime) -> tuple[int, int]:
         """Pending messages: (all, not due at ``now``)."""
@@ -1252,11 +1252,14 @@ class Store:
                 " WHERE id = ? AND status = 'pending'",
                 (error, _ts(next_at), int(uncertain_at is not None),
                  _ts(uncertain_at) if uncertain_at else None, delivery_id))
+            # The try's mark comes from a counter that only grows (claim rows are deleted
+            # when a message is sent, so their max would fall back and a pass retry again).
+            mark = int(self.conn.execute("UPDATE send_pace SET tries = tries + 1 WHERE id = 1"
+                                         " RETURNING tries").fetchall()[0][0])
             self.conn.execute(  # the claim cleared; the try marked after every other
-                "INSERT INTO outbox_claims (id, tried) SELECT ?, coalesce(max(tried), 0) + 1"
-                " FROM outbox_claims WHERE true ON CONFLICT (id) DO UPDATE SET"
-                " claimed_by = NULL, lease_until = NULL, tried = excluded.tried",
-                (delivery_id,))
+                "INSERT INTO outbox_claims (id, tried) VALUES (?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET claimed_by = NULL, lease_until = NULL, tried = excluded.tried",
+                (delivery_id, mark))
 
     def mark_failed(self, delivery_id: int, error: str, at: datetime | None = None,
                     uncertain: bool = False) -> None:

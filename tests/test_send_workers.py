@@ -453,3 +453,27 @@ def test_pace_reserves_slots_an_interval_apart_for_every_connection(
         assert store.pace(0.5, 1000.0) == 2000.5
     finally:
         store.close()
+
+
+def test_a_pass_tries_each_message_once_even_when_the_latest_tried_one_is_sent(
+        project: Project, clock: Clock, shared_dumps: list[Path], store_table: str) -> None:
+    """The try marks only grow: a message sent (its claim row gone) cannot bring the next
+    mark back below a pass's start, so the pass never claims a message it just retried."""
+    server = timed_server()
+    try:
+        queue(project, server, store_table, shared_dumps, clock)
+    finally:
+        server.stop()
+    store = open_store(project.config())
+    try:
+        first, second = store.claim("w", 2, LEASE, clock(), due_only=False)
+        for _ in range(5):  # earlier passes: the first message was retried five times
+            store.mark_retry(first.id, "451 try later", clock())
+        upto = store.tries()  # a new pass starts here
+        store.mark_sent(first.id, clock())  # ... and sends it: its claim row goes
+        store.mark_retry(second.id, "451 try later", clock())  # the second is retried
+        assert store.tries() > upto
+        again = store.claim("w", READERS, LEASE, clock(), due_only=False, tried_upto=upto)
+        assert second.id not in {d.id for d in again}  # not again in the same pass
+    finally:
+        store.close()
