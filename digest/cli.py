@@ -183,22 +183,30 @@ def _print_delivery(report: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-send", is_flag=True, help="Queue e-mail but do not send it now.")
 @click.option("--wait", is_flag=True, help="Wait for another run to finish instead of exiting.")
-def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -> None:
+@click.option("--workers", metavar="N", type=click.IntRange(1, 64), default=1,
+              show_default=True,
+              help="Make the digests in N processes at once (each reader's is made once).")
+def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool,
+            workers: int) -> None:
     """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail.
 
     Exits 3 (after printing everything) when e-mail that was due could not be
     delivered: it stays queued (see `digest status`) and goes out with a later run.
 
+    With a PostgreSQL store, runs on other hosts share the digests of a long run: each
+    reader's next digest is claimed by one worker.
+
     \b
     Example:
       digest run --config /srv/digest/config.toml --json
+      digest run --workers 4
     """
     from .pipeline import run
 
     progress = _progress()
     try:
         report = run(_config(config_path), report=_live_report(progress), send=not no_send,
-                     progress=progress, wait=wait)
+                     progress=progress, wait=wait, workers=workers)
     finally:
         progress.end()
     if as_json:
@@ -821,7 +829,9 @@ def _log_line(line: str) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--once", is_flag=True, help="Run every due job once and exit (cron, timers).")
 @click.option("--wait", is_flag=True, help="Wait for a running daemon to stop, then start.")
-def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
+@click.option("--workers", metavar="N", type=click.IntRange(1, 64), default=1,
+              show_default=True, help="Make each tick's digests in N processes at once.")
+def daemon_cmd(config_path: str | None, once: bool, wait: bool, workers: int) -> None:
     """Poll the sources and publish each digest on its cadence, until stopped.
 
     With --once: exits 1 when the tick failed, 3 when e-mail that was due could not be
@@ -840,7 +850,7 @@ def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
     if config.smtp is not None:
         config.smtp.password()  # missing: an error now, not at the first due digest
     stop = threading.Event()
-    daemon = Daemon(config, log=_log_line)
+    daemon = Daemon(config, log=_log_line, workers=workers)
 
     def on_signal(signum: int, _frame: object) -> None:
         if not daemon.started:  # still waiting for the lock: nothing to finish

@@ -58,8 +58,9 @@ class Daemon:
     def __init__(self, config: Config, *, now: Clock = _utc_now,
                  log: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, http_timeout: float = 30.0,
-                 send: bool = True) -> None:
+                 send: bool = True, workers: int = 1) -> None:
         self.config = config
+        self.workers = workers  # processes making a tick's digests (``run --workers``)
         self.now = now
         self.log = log or (lambda _line: None)
         self.sleep = sleep
@@ -99,7 +100,8 @@ class Daemon:
         for name, reason in polled.failed:
             report.errors.append(f"source {name}: {reason}")
         report.run = run(self.config, now=self.now, extra=polled.folders, due=owed,
-                         send=self.send, report=RunReport(sink=self.log), wait=True)
+                         send=self.send, report=RunReport(sink=self.log), wait=True,
+                         workers=self.workers)
         store = open_store(self.config)
         try:  # those with nothing new; a digest marked its own slot when it was recorded
             # Only slots that moved: "every run" has none, and a slot already kept stays.

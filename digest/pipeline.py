@@ -17,7 +17,8 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from . import __version__
 from .config import Config, RankingConfig, SmtpConfig
-from .errors import ConfigError, InputError, StoreError
+from .errors import ConfigError, DigestError, InputError, MovedOn, StoreError
 from .faults import checkpoint
 from .feed import build_feed
 from .fit import fit_html
@@ -55,13 +56,15 @@ from .models import (
 )
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
-from .send import SendReport, deliver
+from .send import SendReport, deliver, worker_name
 from .site import build_site, site_current, stem
 from .sources import inbox_files, iter_dumps
 from .store import Cursor, Outgoing, Store, open_store, snapshot_store
 from .tokens import load_secret
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
 
     from .embed import Embedder, VectorCache
@@ -366,65 +369,124 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  semantic: Semantic | None = None,
                  warn: Callable[[str], None] | None = None,
                  secret: bytes | None = None) -> list[Rendered]:
-    """Each subscriber's next digest (papers first seen since their last one).
+    """Each subscriber's next digest (papers first seen since their last one), as a list
+    (``iter_digests`` makes them one at a time)."""
+    return list(iter_digests(store, config, renderer, now, only, persist, mail, due, semantic,
+                             warn, secret))
+
+
+RENDER_LEASE = timedelta(minutes=10)  # a reader claimed by a worker that died waits this
+
+
+def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
+                 only: str | None = None, persist: bool = True,
+                 mail: MailContext | None = None,
+                 due: Mapping[str, datetime | None] | None = None,
+                 semantic: Semantic | None = None,
+                 warn: Callable[[str], None] | None = None,
+                 secret: bytes | None = None, *, worker: str | None = None,
+                 start: int = 0) -> Iterator[Rendered]:
+    """Each subscriber's next digest (papers first seen since their last one), made (and
+    with ``persist`` published) one at a time, so memory does not grow with readers.
 
     A subscriber the store has not registered yet gets none: registration happens with
     the first ingest that follows, so they start with the papers of their first run.
     Papers the subscriber already voted on are left out (their votes still train).
     With ``secret`` (and ``site_url``) the renderings carry the reader's 👍/👎 links.
+
+    With ``worker`` several workers (processes, hosts) share the readers: each reader is
+    claimed (``Store.claim_reader``) and their cursor read again before their digest is
+    made, and one another worker recorded meanwhile is skipped. ``start``: the reader to
+    begin with (workers begin apart and go round, so they seldom meet).
     """
     upto = store.latest_run()
     zone = ZoneInfo(config.timezone)
-    stems: set[str] | None = None  # worked out once, only if anyone gets a digest
+    stems: list[set[str]] = []  # worked out once, only if anyone gets a digest
     warn = _once(warn)
     # Subscribers at the same cursor (and with no votes on its papers) share one batch.
     batches: dict[int, Batch] = {}
-    out: list[Rendered] = []
     cursors = store.cursors(before=upto)  # only those with papers waiting
-    for profile in config.subscribers:
+    order = list(config.subscribers)
+    if order:
+        order = order[start % len(order):] + order[:start % len(order)]
+    for profile in order:
         if (only is not None and profile.name != only) or (due is not None and
                                                             profile.name not in due):
             continue
         cursor = cursors.get(profile.name)
         if cursor is None or cursor.run >= upto:
             continue
-        if cursor.run not in batches:
-            papers = store.papers_after(cursor.run, upto)
-            batches[cursor.run] = Batch(papers, min(
-                (p.first_seen for p in papers if p.first_seen), default=None))
-        batch = batches[cursor.run]
-        votes = store.votes(profile.name)
-        judged = {v.paper.key for v in votes}
-        papers = [p for p in batch.papers if p.key not in judged]
-        if not papers:
+        claimed = False
+        if worker is not None and persist:
+            cursor = store.cursor(profile.name)  # another worker may have done them
+            if cursor is None or cursor.run >= upto:
+                continue
+            at = now()
+            if not store.claim_reader(profile.name, worker, at + RENDER_LEASE, at):
+                continue  # another worker is making it
+            claimed = True
+            cursor = store.cursor(profile.name)
+            if cursor is None or cursor.run >= upto:
+                store.release_reader(profile.name, worker)
+                continue
+        try:
+            rendered = _one_digest(store, config, renderer, now, profile, cursor, upto,
+                                   batches, zone, mail, semantic, warn, secret, stems)
+            if rendered is not None and persist:
+                slot = (f"digest:{profile.name}", due[profile.name]) if due is not None \
+                    else None
+                rendered = _publish_digest(store, config, cursor, upto, rendered, slot,
+                                           worker if claimed else None)
+        except BaseException:
+            if claimed:
+                with contextlib.suppress(StoreError, sqlite3.Error):
+                    store.release_reader(profile.name, str(worker))
+            raise
+        if rendered is None:
+            if claimed:
+                store.release_reader(profile.name, str(worker))
             continue
-        if stems is None:
-            stems = stems_of(config.subscribers)
-        corpus, queries = batch.corpus(papers, stems, store, semantic, warn,
-                                       config.subscribers)
-        items, rest = rank(corpus, profile, votes, queries)
-        generated = now().astimezone(zone)
-        digest = Digest(
-            title=config.title, profile=profile, number=cursor.last_issue + 1,
-            generated_at=generated,
-            covers_from=(cursor.last_digest_at or batch.first or generated).astimezone(zone)
-            if cursor.last_issue else None,
-            covers_to=generated, new_count=len(papers), items=tuple(items),
-            others=tuple(rest[: config.also_new]), others_total=len(rest),
-            page_dates=tuple(store.page_dates(cursor.run, upto)),
-            feed_url=config.feed_url(profile.name) if profile.feed else None,
-            intro=config.intro,
-        )
-        links = links_for(config.site_url, secret, profile.name)
-        rendered = Rendered(digest, renderer.markdown(digest, links=links),
-                            renderer.html_page(digest, links=links),
-                            mail=mail.message(config, renderer, digest, warn)
-                            if mail else None)
-        if persist:
-            slot = (f"digest:{profile.name}", due[profile.name]) if due is not None else None
-            rendered = _publish_digest(store, config, cursor, upto, rendered, slot)
-        out.append(rendered)
-    return out
+        yield rendered
+
+
+def _one_digest(store: Store, config: Config, renderer: Renderer, now: Clock,
+                profile: Profile, cursor: Cursor, upto: int, batches: dict[int, Batch],
+                zone: ZoneInfo, mail: MailContext | None, semantic: Semantic | None,
+                warn: Callable[[str], None] | None, secret: bytes | None,
+                stems: list[set[str]]) -> Rendered | None:
+    """One reader's digest of the runs after their cursor (None: nothing for them).
+    ``stems``: the readers' stems, worked out the first time anyone gets a digest."""
+    if cursor.run not in batches:
+        papers = store.papers_after(cursor.run, upto)
+        batches[cursor.run] = Batch(papers, min(
+            (p.first_seen for p in papers if p.first_seen), default=None))
+    batch = batches[cursor.run]
+    votes = store.votes(profile.name)
+    judged = {v.paper.key for v in votes}
+    papers = [p for p in batch.papers if p.key not in judged]
+    if not papers:
+        return None
+    if not stems:
+        stems.append(stems_of(config.subscribers))
+    corpus, queries = batch.corpus(papers, stems[0], store, semantic, warn,
+                                   config.subscribers)
+    items, rest = rank(corpus, profile, votes, queries)
+    generated = now().astimezone(zone)
+    digest = Digest(
+        title=config.title, profile=profile, number=cursor.last_issue + 1,
+        generated_at=generated,
+        covers_from=(cursor.last_digest_at or batch.first or generated).astimezone(zone)
+        if cursor.last_issue else None,
+        covers_to=generated, new_count=len(papers), items=tuple(items),
+        others=tuple(rest[: config.also_new]), others_total=len(rest),
+        page_dates=tuple(store.page_dates(cursor.run, upto)),
+        feed_url=config.feed_url(profile.name) if profile.feed else None,
+        intro=config.intro,
+    )
+    links = links_for(config.site_url, secret, profile.name)
+    return Rendered(digest, renderer.markdown(digest, links=links),
+                    renderer.html_page(digest, links=links),
+                    mail=mail.message(config, renderer, digest, warn) if mail else None)
 
 
 def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
@@ -466,7 +528,10 @@ class Batch:
 
 
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
-                    rendered: Rendered, slot: tuple[str, datetime | None] | None) -> Rendered:
+                    rendered: Rendered, slot: tuple[str, datetime | None] | None,
+                    claim: str | None = None) -> Rendered | None:
+    """Write one digest's files and record it (None: with ``claim``, another worker
+    recorded this issue first, after this one's lease ran out; its files stay, ours go)."""
     digest = rendered.digest
     name = stem(digest.number, digest.generated_at)
     folder = config.digests_dir / digest.profile.name
@@ -478,9 +543,19 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
     atomic_write(md_path, rendered.markdown.encode("utf-8"))
     atomic_write(html_path, rendered.html.encode("utf-8"))
     checkpoint("run:after-render")
-    store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
-                       digest.generated_at, digest.new_count, digest.items,
-                       (str(md_path), str(html_path)), rendered.mail, slot)
+    try:
+        store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
+                           digest.generated_at, digest.new_count, digest.items,
+                           (str(md_path), str(html_path)), rendered.mail, slot, claim)
+    except MovedOn:
+        if claim is None:
+            raise
+        if store.issue_paths(digest.profile.name, digest.number) != (str(md_path),
+                                                                      str(html_path)):
+            for path in (md_path, html_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return None
     return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
                     rendered.mail)
 
@@ -701,7 +776,8 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report: RunReport | None = None, send: bool = True,
         progress: Callable[[str], None] | None = None,
         due: Mapping[str, datetime | None] | None = None,
-        wait: bool = False, semantic: Semantic | None = None) -> RunReport:
+        wait: bool = False, semantic: Semantic | None = None,
+        workers: int = 1) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds and the site,
     send e-mail.
 
@@ -709,7 +785,10 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
     slot is marked done in the transaction that records the digest; the others' new papers
     wait for their own slot. ``wait`` queues behind another run. ``semantic`` is a model
     loaded already (a daemon's, kept across runs); by default ``[ranking]`` says.
+    ``workers``: processes making the digests (this one and ``workers - 1`` more).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     report = report or RunReport()
     if config.smtp is not None:
         config.smtp.password()  # a missing password is an error before anything is rendered
@@ -718,14 +797,15 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = checked_renderer(config.templates)  # broken templates stop it before ingest
     with exclusive(config.data_dir, "run", wait=wait):
-        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic, wait)
+        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic, wait,
+                    workers)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
                 due: Mapping[str, datetime | None] | None,
-                semantic: Semantic | None, wait: bool = False) -> None:
+                semantic: Semantic | None, wait: bool = False, workers: int = 1) -> None:
     # Before anything is recorded (or a new store made): nothing half-published. An existing
     # store is asked below which readers can get an issue, and only their folders checked.
     none = () if config.has_store() else None
@@ -735,30 +815,34 @@ def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[
     own = semantic is None
     try:
         semantic = semantic or semantic_for(config.ranking, _note(report))
-        with store.hold("run", wait=wait):
-            _run_held(store, config, renderer, now, extra, report, send, progress, due,
-                      semantic)
+        _run_store(store, config, renderer, now, extra, report, send, progress, due,
+                   semantic, wait, workers)
     finally:
         store.close()
         if semantic is not None and own:
             semantic.close()
 
 
-def _run_held(store: Store, config: Config, renderer: Renderer, now: Clock,
-              extra: Iterable[Path], report: RunReport, send: bool,
-              progress: Callable[[str], None] | None,
-              due: Mapping[str, datetime | None] | None, semantic: Semantic | None) -> None:
-    files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
-    # Before ingest: with a file to ingest anyone may get an issue; without, only those
-    # already behind (their digest folders; the feeds and the site are checked below).
-    behind = None if files else store.behind()
-    check_output_folders(config, digests=behind, site=behind, feeds=behind)
-    ingest(store, files, report, now,
-           subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
-           semantic=semantic, progress=progress)
-    checkpoint("run:after-ingest")
-    if enrichment_enabled(config):
-        enrich_papers(store, config, report, now, progress)
+def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
+               extra: Iterable[Path], report: RunReport, send: bool,
+               progress: Callable[[str], None] | None,
+               due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
+               wait: bool, workers: int) -> None:
+    # Ingest (and link lookups) one run at a time among every host on the store (a paper
+    # is new in exactly one run); digests are claimed per reader, so runs on several
+    # hosts, and a run's workers, share the publishing.
+    with store.hold("ingest", wait=wait):
+        files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
+        # Before ingest: with a file to ingest anyone may get an issue; without, only those
+        # already behind (their digest folders; the feeds and the site are checked below).
+        behind = None if files else store.behind()
+        check_output_folders(config, digests=behind, site=behind, feeds=behind)
+        ingest(store, files, report, now,
+               subscribers=[p.name for p in config.subscribers],
+               zone=ZoneInfo(config.timezone), semantic=semantic, progress=progress)
+        checkpoint("run:after-ingest")
+        if enrichment_enabled(config):
+            enrich_papers(store, config, report, now, progress)
     quiet = False
     if not files:
         # The feeds and the site are rebuilt only if something that makes them changed
@@ -771,11 +855,10 @@ def _run_held(store: Store, config: Config, renderer: Renderer, now: Clock,
         if not quiet:
             check_output_folders(config, digests=(), site=() if site_ok else None,
                                  feeds=() if feeds_ok else None)
-    mail = MailContext.of(config, store)
-    secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
-        else None
+    mail, secret = _mail_and_secret(config, store)
     with publishing(config.data_dir):
-        _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet)
+        _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet,
+                 workers)
     checkpoint("run:before-send")
     if send and config.smtp is not None:
         report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
@@ -785,26 +868,104 @@ def _run_held(store: Store, config: Config, renderer: Renderer, now: Clock,
 def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
              report: RunReport, mail: MailContext | None,
              due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
-             secret: bytes | None, quiet: bool) -> None:
+             secret: bytes | None, quiet: bool, workers: int = 1) -> None:
     """Digests, feeds and the site: everything a run writes into the output folders.
     ``quiet``: the feeds and the site were found current; with no issue recorded since,
-    they still are."""
-    published = make_digests(store, config, renderer, now, mail=mail, due=due,
-                             semantic=semantic, warn=report.warn, secret=secret)
-    if quiet and not published:
+    they still are. Each digest is published as it is made and only its summary kept."""
+    # On SQLite one run at a time uses the store (the data folder's lock): claims are
+    # needed only among its own workers. On a server another host's run may share it.
+    shared = workers > 1 or store.engine != "sqlite"
+    helpers = _start_helpers(config, now, due, workers) if workers > 1 else []
+    try:
+        for rendered in iter_digests(store, config, renderer, now, mail=mail, due=due,
+                                     semantic=semantic, warn=report.warn, secret=secret,
+                                     worker=worker_name(0) if shared else None):
+            report.digests.append(_summary(rendered, 0))
+    except BaseException:
+        for helper in helpers:  # wait for them (what they recorded stands); ours is raised
+            with contextlib.suppress(Exception):
+                helper.result()
+        raise
+    failed: list[BaseException] = []
+    for helper in helpers:  # a helper's error is raised once every helper has finished
+        try:
+            digests, warnings = helper.result()
+        except BrokenProcessPool:
+            failed.append(DigestError(
+                f"{config.data_dir}: a digest worker process died (killed, or out of "
+                "memory); every digest recorded stands, and the readers it held get theirs "
+                f"from a run {int(RENDER_LEASE.total_seconds() // 60)} minutes on at the "
+                "latest (their claim's lease)"))
+            continue
+        except BaseException as exc:
+            failed.append(exc)
+            continue
+        report.digests += digests
+        for line in warnings:
+            report.warn(line)
+    if failed:
+        raise failed[0]
+    if quiet and not report.digests:
         report.feeds_unchanged += _feed_paths(config)
         return
-    for rendered in published:
-        d = rendered.digest
-        report.digests.append({
-            "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
-            "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
-            "html": rendered.paths[1] if rendered.paths else None,
-            "mail": rendered.mail.recipient if rendered.mail else None})
     write_feeds(store, config, renderer, now, report)
     site = build_site(config, store, renderer, secret,
-                      subscribers={r.digest.profile.name for r in published})
+                      subscribers={str(d["subscriber"]) for d in report.digests})
     report.site_written += site.written
+
+
+def _summary(rendered: Rendered, worker: int) -> dict[str, object]:
+    """What a run reports of a digest it published (the renderings themselves go);
+    ``worker``: which of the run's processes made it (0: the run's own)."""
+    d = rendered.digest
+    return {"worker": worker, "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
+            "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
+            "html": rendered.paths[1] if rendered.paths else None,
+            "mail": rendered.mail.recipient if rendered.mail else None}
+
+
+def _mail_and_secret(config: Config, store: Store) -> tuple[MailContext | None, bytes | None]:
+    """What making e-mails needs, and the key of the vote and unsubscribe links."""
+    mail = MailContext.of(config, store)
+    return mail, mail.secret if mail else load_secret(config.data_dir) if config.site_url \
+        else None
+
+
+def _start_helpers(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
+                   workers: int) -> list[Future[tuple[list[dict[str, object]], list[str]]]]:
+    """``workers - 1`` processes making digests beside this one, each starting its round
+    of the readers at its own share."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        share = max(1, len(config.subscribers) // workers)
+        return [pool.submit(render_share, config, now, dict(due) if due is not None else None,
+                            n, n * share) for n in range(1, workers)]
+    finally:
+        pool.shutdown(wait=False)  # each process ends with its task
+
+
+def render_share(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
+                 n: int, start: int) -> tuple[list[dict[str, object]], list[str]]:
+    """A helper process of ``run --workers``: make and publish the digests no other
+    worker has claimed, beginning at reader ``start``; (their summaries, warnings)."""
+    warnings: list[str] = []
+    store = open_store(config)
+    semantic = None
+    try:
+        semantic = semantic_for(config.ranking, lambda line: warnings.append(f"digest: {line}"))
+        renderer = checked_renderer(config.templates)
+        mail, secret = _mail_and_secret(config, store)
+        digests = [_summary(r, n) for r in iter_digests(
+            store, config, renderer, now, mail=mail, due=due, semantic=semantic,
+            warn=warnings.append, secret=secret, worker=worker_name(n), start=start)]
+    finally:
+        store.close()
+        if semantic is not None:
+            semantic.close()
+    return digests, warnings
 
 
 def _note(report: RunReport) -> Callable[[str], None]:

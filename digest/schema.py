@@ -235,4 +235,24 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO page_changes (issue_id) SELECT issue_id FROM stale_pages ORDER BY issue_id;
     DELETE FROM stale_pages;
     """,
+    # 11: a run's digests shared among workers and hosts: a reader is claimed by one
+    # (``claimed_by`` until ``lease_until``; the issue itself is recorded only if the
+    # reader's cursor has not moved, so a lease that ran out cannot double an issue), and
+    # kept counts (``tallies``: the papers) so a run never counts a growing table. The
+    # fingerprints of before publishers (one per data folder) go: they are never read.
+    """
+    CREATE TABLE IF NOT EXISTS render_claims (
+        subscriber TEXT PRIMARY KEY,
+        claimed_by TEXT NOT NULL,
+        lease_until TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS tallies (
+        name TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    INSERT INTO tallies (name, n) SELECT 'papers', count(*) FROM papers WHERE 1 = 1
+        ON CONFLICT (name) DO UPDATE SET n = excluded.n;
+    DELETE FROM meta WHERE key IN ('site_fingerprint', 'site_built', 'feeds_built')
+        OR (key LIKE 'feed_fingerprint:%' AND key NOT LIKE 'feed_fingerprint:%:%');
+    """,
 )

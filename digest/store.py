@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, StoreError, UsageError
+from .errors import InputError, MovedOn, StoreError, UsageError
 from .faults import checkpoint
 from .identity import normalise_arxiv_id, normalise_title
 from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Resolution, Vote
@@ -154,6 +154,7 @@ def _ranked_row(row: sqlite3.Row | tuple[object, ...]) -> Ranked:
 _TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
 _ENRICH_MIGRATION = 8  # the migration that adds enrichment and stale_pages
 _CHANGES_MIGRATION = 10  # the migration that adds feed_changes and page_changes
+_CLAIMS_MIGRATION = 11  # the migration that adds render_claims and tallies
 
 
 def _item_terms(item: Ranked) -> list[str]:
@@ -187,6 +188,42 @@ def _date_or_none(value: object) -> date | None:
 
 
 _CHUNK = 500  # keys per IN (...) list: far below SQLite's limit on bound parameters
+
+
+class _Known:
+    """Stored papers by arXiv id, key and normalised title: what ``Store._find_paper``
+    looks up, read for a whole dump at once and kept current while it is added."""
+
+    __slots__ = ("arxiv", "by_arxiv", "by_key", "by_title")
+
+    def __init__(self) -> None:
+        self.by_arxiv: dict[str, int] = {}
+        self.by_key: dict[str, int] = {}
+        self.by_title: dict[str, list[int]] = {}
+        self.arxiv: dict[int, str | None] = {}
+
+    def add(self, paper_id: int, key: str, arxiv_id: str | None, title_norm: str) -> None:
+        if arxiv_id:
+            self.by_arxiv.setdefault(arxiv_id, paper_id)
+        self.by_key.setdefault(key, paper_id)
+        ids = self.by_title.setdefault(title_norm, [])
+        if paper_id not in ids:
+            ids.append(paper_id)
+            ids.sort()
+        self.arxiv[paper_id] = arxiv_id or self.arxiv.get(paper_id)
+
+    def find(self, key: str, arxiv_id: str | None, title_norm: str) -> int | None:
+        """As ``Store._find_paper``: the arXiv id, then the key, then the oldest paper of
+        the same title unless both carry arXiv ids and they differ."""
+        if arxiv_id and (found := self.by_arxiv.get(arxiv_id)) is not None:
+            return found
+        if (found := self.by_key.get(key)) is not None:
+            return found
+        for paper_id in self.by_title.get(title_norm, ()):
+            other = self.arxiv.get(paper_id)
+            if not (arxiv_id and other and other != arxiv_id):
+                return paper_id
+        return None
 
 
 def _chunks(items: list[str] | list[int]) -> Iterator[list[Any]]:
@@ -467,26 +504,59 @@ class Store:
             )
             dump_id = int(cur.fetchall()[0][0])
             half = len(dump.papers) // 2
-            for i, paper in enumerate(dump.papers):
-                if i == half:
-                    checkpoint("ingest:mid")
-                paper_id, is_new = self._upsert_paper(paper, run_id, dump_id, now)
-                if is_new:
-                    new_keys.append(paper.key)
-                if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
-                    conn.execute("INSERT INTO vectors (paper_id, model, vector) VALUES (?, ?, ?)"
-                                 " ON CONFLICT (paper_id, model) DO UPDATE SET"
-                                 " vector = excluded.vector", (paper_id, vectors[0], blob))
-                conn.execute(
-                    "INSERT INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
-                    " version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
-                     paper.version),
-                )
+            self._known = self._prefetch(dump.papers)
+            added = 0
+            seen: list[tuple[object, ...]] = []
+            kept: list[tuple[int, str, bytes]] = []
+            try:
+                for i, paper in enumerate(dump.papers):
+                    if i == half:
+                        checkpoint("ingest:mid")
+                    paper_id, is_new, inserted = self._upsert_paper(paper, run_id, dump_id, now)
+                    added += inserted
+                    if is_new:
+                        new_keys.append(paper.key)
+                    if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
+                        kept.append((paper_id, vectors[0], blob))
+                    seen.append((paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
+                                 paper.version))
+            finally:
+                self._known = None
+            # In the same transaction, in one batch each (one round trip on a server).
+            if kept:
+                conn.executemany("INSERT INTO vectors (paper_id, model, vector) VALUES"
+                                 " (?, ?, ?) ON CONFLICT (paper_id, model) DO UPDATE SET"
+                                 " vector = excluded.vector", kept)
+            conn.executemany(
+                "INSERT INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
+                " version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", seen)
             conn.execute("UPDATE dumps SET new_papers = ? WHERE id = ?", (len(new_keys), dump_id))
+            if added and len(MIGRATIONS) >= _CLAIMS_MIGRATION:
+                conn.execute("UPDATE tallies SET n = n + ? WHERE name = 'papers'", (added,))
         return IngestResult(dump_id, run_id, tuple(new_keys), len(dump.papers))
 
+    _known: _Known | None = None  # during an ingest: the dump's stored papers, read at once
+    _PREFETCH = True  # read a dump's stored papers in a few queries (not the overlay's)
+
+    def _prefetch(self, papers: Sequence[Paper]) -> _Known | None:
+        """The stored papers a dump's papers could be (by arXiv id, key or title), in three
+        queries per 500 papers instead of up to three per paper."""
+        if not self._PREFETCH:
+            return None
+        known = _Known()
+        for column, values in (("arxiv_id", {p.arxiv_id for p in papers if p.arxiv_id}),
+                               ("key", {p.key for p in papers}),
+                               ("title_norm", {normalise_title(p.title) for p in papers})):
+            for chunk in _chunks(sorted(values)):
+                marks = ", ".join("?" for _ in chunk)
+                for row in self.conn.execute("SELECT id, key, arxiv_id, title_norm FROM papers"
+                                             f" WHERE {column} IN ({marks})", chunk):
+                    known.add(int(row[0]), str(row[1]), row[2], str(row[3]))
+        return known
+
     def _find_paper(self, paper: Paper) -> int | None:
+        if self._known is not None:
+            return self._known.find(paper.key, paper.arxiv_id, normalise_title(paper.title))
         conn = self.conn
         if paper.arxiv_id:
             row = conn.execute("SELECT id FROM papers WHERE arxiv_id = ?",
@@ -506,7 +576,8 @@ class Store:
         return None
 
     def _upsert_paper(self, paper: Paper, run_id: int, dump_id: int,
-                      now: datetime) -> tuple[int, bool]:
+                      now: datetime) -> tuple[int, bool, int]:
+        """(paper id, new in this run, 1 if a row was added else 0)."""
         existing = self._find_paper(paper)
         if existing is None:
             cur = self.conn.execute(
@@ -522,7 +593,11 @@ class Store:
             )
             # A new version of a paper never seen before is an old paper: stored as seen
             # (so it is never new later), but in no digest.
-            return int(cur.fetchall()[0][0]), not paper.revision
+            paper_id = int(cur.fetchall()[0][0])
+            if self._known is not None:
+                self._known.add(paper_id, paper.key, paper.arxiv_id,
+                                normalise_title(paper.title))
+            return paper_id, not paper.revision, 1
         # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
         # abstract replaces a shorter one, and the embedding of the old text goes with it.
         before = self._paper_row(existing)
@@ -550,8 +625,11 @@ class Store:
              "names": json.dumps(list(paper.author_names)), "summary": paper.summary,
              "version": paper.version},
         )
+        if self._known is not None and paper.arxiv_id and before[9] is None:
+            self._known.add(existing, str(before[0]), paper.arxiv_id,
+                            normalise_title(str(before[1])))  # its arXiv id, filled in now
         self._settle(existing, before)
-        return existing, False
+        return existing, False, 0
 
     def _paper_row(self, paper_id: int) -> tuple[object, ...]:
         """A stored paper's columns, as ``_paper_from_row`` reads them."""
@@ -568,10 +646,6 @@ class Store:
         feeds that show it must be built again (their ``feed_fingerprint:`` meta goes)."""
         if len(MIGRATIONS) < _TERMS_MIGRATION:  # a schema before feed entries were kept
             return
-        self.conn.execute(
-            "DELETE FROM meta WHERE key IN (SELECT 'feed_fingerprint:' || fe.subscriber"
-            " FROM issue_items ii JOIN feed_entries fe ON fe.issue_id = ii.issue_id AND"
-            " fe.rank = ii.rank WHERE ii.paper_id = ?)", (paper_id,))
         self.conn.execute("DELETE FROM feed_entries WHERE (issue_id, rank) IN"
                           " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
                           (paper_id,))
@@ -589,8 +663,9 @@ class Store:
                               (paper_id,))
 
     def paper_count(self) -> int:
-        """How many distinct papers the store has seen."""
-        return int(self.conn.execute("SELECT count(*) FROM papers").fetchone()[0])
+        """How many distinct papers the store has seen (a kept count: one row read)."""
+        row = self.conn.execute("SELECT n FROM tallies WHERE name = 'papers'").fetchone()
+        return int(row[0])
 
     def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
         """Papers first seen by a digest run in (after_run, upto_run], oldest first."""
@@ -696,15 +771,20 @@ class Store:
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
                      paths: tuple[str | None, str | None],
                      mail: Outgoing | None = None,
-                     slot: tuple[str, datetime | None] | None = None) -> None:
-        """Record a digest issue, queue its e-mail, advance the cursor and (for the daemon)
-        mark its cadence slot done: one transaction."""
+                     slot: tuple[str, datetime | None] | None = None,
+                     claim: str | None = None) -> None:
+        """Record a digest issue, queue its e-mail, advance the cursor, (for the daemon)
+        mark its cadence slot done and give up ``claim``'s hold on the reader: one
+        transaction. The cursor moves only from where the digest began (a compare and
+        set, so two workers can never both record the issue): MovedOn if it had moved."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT cursor_run, last_issue FROM subscribers WHERE name = ?",
-                               (name,)).fetchone()
-            if row is None or row[0] != from_run or row[1] != number - 1:
-                raise StoreError(f"{self.path}: subscriber {name!r} moved on while this digest "
-                                 "was being made (is another digest running?); run again")
+            if not conn.execute(  # first: on PostgreSQL the row stays locked until commit
+                    "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
+                    " WHERE name = ? AND cursor_run = ? AND last_issue = ? RETURNING name",
+                    (to_run, number, _ts(generated_at), name, from_run, number - 1)
+            ).fetchall():
+                raise MovedOn(f"{self.path}: subscriber {name!r} moved on while this digest "
+                              "was being made (is another digest running?); run again")
             issue_id = int(conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
                 " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?,"
@@ -726,11 +806,36 @@ class Store:
                     " FROM subscribers WHERE name = ? AND unsubscribed_at IS NULL",
                     (issue_id, name, mail.recipient, mail.message_id, mail.subject, mail.raw,
                      _ts(generated_at), _ts(generated_at), name))
-            conn.execute(
-                "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
-                " WHERE name = ?", (to_run, number, _ts(generated_at), name))
             if slot is not None:
                 self._set_job_slot(slot[0], slot[1], generated_at)
+            if claim is not None:
+                conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND"
+                             " claimed_by = ?", (name, claim))
+
+    def issue_paths(self, name: str, number: int) -> tuple[str | None, str | None] | None:
+        """Where issue ``number`` of ``name`` was written (None: not recorded)."""
+        row = self.conn.execute("SELECT markdown_path, html_path FROM issues WHERE"
+                                " subscriber = ? AND number = ?", (name, number)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def claim_reader(self, name: str, worker: str, until: datetime, now: datetime) -> bool:
+        """Hold ``name``'s next digest for ``worker`` until ``until``: True unless another
+        worker (another process or host) holds it under a lease still running at ``now``.
+        One upsert that re-checks the lease on the newest row, so two never both win."""
+        with self.transaction() as conn:
+            return bool(conn.execute(
+                "INSERT INTO render_claims (subscriber, claimed_by, lease_until)"
+                " VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET"
+                " claimed_by = excluded.claimed_by, lease_until = excluded.lease_until"
+                " WHERE render_claims.lease_until < ? OR render_claims.claimed_by ="
+                " excluded.claimed_by RETURNING subscriber",
+                (name, worker, _ts(until), _ts(now))).fetchall())
+
+    def release_reader(self, name: str, worker: str) -> None:
+        """Give up ``worker``'s hold on ``name`` (when it recorded no issue for them)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND claimed_by = ?",
+                         (name, worker))
 
     def feed_items(self, name: str, limit: int) -> list[Ranked]:
         """The newest ``limit`` ranked papers of a subscriber's digests, newest first."""
@@ -1394,8 +1499,9 @@ class _Overlay(Store):
 
     _WRITTEN = ("meta", "runs", "dumps", "papers", "sightings", "subscribers", "vectors",
                 "jobs", "source_state", "feed_entries", "stale_pages", "feed_changes",
-                "page_changes")
-    _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state")  # one row per thing
+                "page_changes", "render_claims", "tallies")
+    _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state", "tallies")  # one row
+    _PREFETCH = False  # each look-up faults in what it reads (``_find_paper``)
 
     def __init__(self, conn: sqlite3.Connection, path: str,
                  tmp: tempfile.TemporaryDirectory[str] | None) -> None:
@@ -1478,11 +1584,6 @@ class _Overlay(Store):
         self._fault("p.arxiv_id = ? OR p.key = ? OR p.title_norm = ?",
                     (paper.arxiv_id, paper.key, normalise_title(paper.title)))
         return super()._find_paper(paper)
-
-    def paper_count(self) -> int:
-        return int(self.conn.execute(
-            "SELECT (SELECT count(*) FROM disk.papers) + (SELECT count(*) FROM main.papers"
-            " WHERE id > (SELECT coalesce(max(id), 0) FROM disk.papers))").fetchone()[0])
 
     def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
         self._fault("p.first_run > ? AND p.first_run <= ?", (after_run, upto_run))

@@ -34,8 +34,8 @@ SMTP = smtp_table(free_port())  # mail is queued (send=False), never sent: no se
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deployment (once per module) whose store real runs filled: four dumps in three
     runs, so several runs, issues and queued mails; then a vote, vectors, a job, a source's
-    state, an enrichment row, a stale page, an outbox claim and a send pace, so that every
-    table holds rows."""
+    state, an enrichment row, a stale page, an outbox claim, a send pace and a reader's
+    claim, so that every table holds rows."""
     with pytest.MonkeyPatch.context() as env:
         env.delenv("DIGEST_STORE_URL", raising=False)  # this store is SQLite's
         return _build(tmp_path_factory)
@@ -75,6 +75,8 @@ def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          " SELECT min(id), 'host-1', '2026-11-23T08:05:00+00:00', 1"
                          " FROM outbox")
             conn.execute("UPDATE send_pace SET next_at = 1795420800.25")  # not the seed's 0
+            conn.execute("INSERT INTO render_claims (subscriber, claimed_by, lease_until)"
+                         " VALUES ('ana', 'host-1', '2026-11-23T08:15:00+00:00')")
     finally:
         store.close()
     return project.root

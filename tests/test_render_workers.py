@@ -1,0 +1,146 @@
+"""A run's digests made by several workers (processes here, hosts on PostgreSQL), on both
+engines: each reader's next issue is made and recorded exactly once, the same as one
+process makes it; a reader another worker holds is left to it until its lease ends; and a
+worker whose lease ran out cannot record the issue a second time."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import Clock, Project, dated
+
+from digest.cli import main
+from digest.errors import MovedOn
+from digest.models import RunReport
+from digest.pipeline import RENDER_LEASE, ingest, render_share, run
+from digest.sources import inbox_files
+from digest.store import Store, open_store
+
+READERS = 9
+TOPICS = ["CLIP", "diffusion", "agents", "reasoning", "video", "robot", "medical", "speech",
+          "code"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_table(request: pytest.FixtureRequest) -> str:
+    """The config's [store] table: none (SQLite in data/) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return f'[store]\nurl = "{request.getfixturevalue("pg_url")}"\n'
+
+
+def readers(n: int = READERS) -> str:
+    return "".join(f'\n[[subscribers]]\nname = "r{i}"\nkeywords = ["{TOPICS[i % len(TOPICS)]}"]'
+                   "\nmax_items = 5\n" for i in range(n))
+
+
+def setup(project: Project, store_table: str, dump: Path) -> None:
+    project.write_config(readers(), extra=store_table)
+    dated(project.drop(dump))
+
+
+def with_store(project: Project) -> Store:
+    return open_store(project.config())
+
+
+def issues_of(project: Project) -> dict[str, list[tuple[int, list[str]]]]:
+    """Reader -> [(issue number, paper keys in rank order)] for every recorded issue."""
+    store = with_store(project)
+    try:
+        return {f"r{i}": [(rec.number, [r.paper.key for r in store.issue_items(rec.id)])
+                          for rec in store.issues(f"r{i}")] for i in range(READERS)}
+    finally:
+        store.close()
+
+
+def test_workers_make_each_digest_once_and_the_same_as_one_process(
+        tmp_path: Path, store_table: str, shared_dumps: list[Path], clock: Clock) -> None:
+    one = Project(tmp_path / "one")
+    many = Project(tmp_path / "many")
+    one.root.mkdir()
+    many.root.mkdir()
+    setup(one, "", shared_dumps[0])  # the reference: SQLite, one process
+    setup(many, store_table, shared_dumps[0])
+    run(one.config(), now=clock, send=False)
+    report = run(many.config(), now=clock, send=False, workers=3)
+
+    made = Counter(str(d["subscriber"]) for d in report.digests)
+    assert made == Counter(f"r{i}" for i in range(READERS))  # each once, none skipped
+    assert issues_of(many) == issues_of(one)  # one issue each, ranked exactly the same
+    assert {int(str(d["worker"])) for d in report.digests} <= {0, 1, 2}
+    for d in report.digests:
+        assert Path(str(d["markdown"])).is_file() and Path(str(d["html"])).is_file()
+    store = with_store(many)
+    try:
+        assert store.conn.execute("SELECT count(*) FROM render_claims").fetchone()[0] == 0
+    finally:
+        store.close()
+    # Nothing left for a second run, with workers or without.
+    again = run(many.config(), now=clock, send=False, workers=2)
+    assert again.digests == []
+
+
+def test_a_reader_another_worker_holds_waits_for_its_lease(
+        project: Project, store_table: str, shared_dumps: list[Path], clock: Clock) -> None:
+    setup(project, store_table, shared_dumps[0])
+    config = project.config()
+    run(config, now=clock, send=False)  # registers everyone with the first dump
+    dated(project.drop(shared_dumps[1]))
+    clock.tick()
+    # Ingest the second dump without publishing: a run that is killed before its digests.
+    store = with_store(project)
+    try:
+        ingest(store, [p for p in inbox_files(config.inbox) if not store.known_file(p)],
+               RunReport(), clock)
+        held = ["r1", "r4"]
+        for name in held:
+            assert store.claim_reader(name, "other-host:1", clock() + RENDER_LEASE, clock())
+        assert not store.claim_reader("r1", "third:1", clock() + RENDER_LEASE, clock())
+    finally:
+        store.close()
+
+    digests, _ = render_share(config, clock, None, 1, 0)
+    assert sorted(str(d["subscriber"]) for d in digests) == sorted(
+        f"r{i}" for i in range(READERS) if f"r{i}" not in held)
+    assert all(len(v) == (1 if k in held else 2) for k, v in issues_of(project).items())
+
+    clock.tick(RENDER_LEASE.total_seconds() / 3600 + 0.01)  # the other host died: lease over
+    digests, _ = render_share(config, clock, None, 2, 0)
+    assert sorted(str(d["subscriber"]) for d in digests) == held
+    assert all(len(v) == 2 for v in issues_of(project).values())
+
+
+def test_a_worker_whose_lease_ran_out_cannot_record_the_issue_again(
+        project: Project, store_table: str, shared_dumps: list[Path], clock: Clock) -> None:
+    setup(project, store_table, shared_dumps[0])
+    config = project.config()
+    run(config, now=clock, send=False)
+    store = with_store(project)
+    try:
+        cursor = store.cursor("r0")
+        assert cursor is not None and cursor.last_issue == 1
+        rec = store.issues("r0")[0]
+        # A second record of issue 1 from the same cursor (a slow worker, lease gone).
+        with pytest.raises(MovedOn):
+            store.record_issue("r0", 1, rec.from_run, rec.to_run, clock(), 1, (),
+                               (None, None), claim="slow:1")
+        assert [i.number for i in store.issues("r0")] == [1]
+        assert store.cursor("r0") == cursor
+    finally:
+        store.close()
+
+
+def test_run_workers_on_the_command_line(project: Project, shared_dumps: list[Path],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    setup(project, "", shared_dumps[0])
+    code = main(["run", "--config", str(project.config_path), "--workers", "2", "--no-send",
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert sorted(out["subscribers"]) == sorted(
+        f"r{i}" for i in range(READERS))
+    assert main(["run", "--config", str(project.config_path), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
