@@ -560,8 +560,10 @@ def part3(label: str, rigs: list[Rig], texts: Texts, opts: Options, sink: Sink
         for n, w in enumerate(opts.workers[1:], 1):
             m = run_once(large, texts, configs[-1], opts, n, w)
             took = m.phases.get("make_digests", 0.0)
-            say(f"     --workers {w}: digests {took:.2f} s, total {m.took:.2f} s, peak "
-                f"{m.rss:.0f} MB; digests {base / took:.2f}x faster than 1")
+            say(phase_row(f"--workers {w}", m))
+            say(f"     --workers {w}: digests {base / took:.2f}x faster than 1 worker "
+                f"({(base / took - 1) / (w - 1) * 100:+.0f}% per added worker); peak is this "
+                "process's, each helper process has its own")
             out[f"render_speedup_{w}"] = round(base / took, 2)
     else:
         say("   rendering is single-process: digest run has no --workers option")

@@ -241,10 +241,16 @@ def pool(url: str) -> Any:
 
             found = _POOLS[url] = psycopg_pool.ConnectionPool(
                 url, min_size=0, max_size=POOL_SIZE, open=True, timeout=30,
-                check=psycopg_pool.ConnectionPool.check_connection,
+                check=psycopg_pool.ConnectionPool.check_connection, reset=_reset,
                 kwargs={"autocommit": True, "cursor_factory": psycopg.ClientCursor,
                         "connect_timeout": 10})
         return found
+
+
+def _reset(conn: Any) -> None:
+    """A connection given back to the pool holds no lock of ours (a ``hold`` cut short
+    by a lost client-side exception would otherwise pass its advisory lock on)."""
+    conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 def close_pools() -> None:
@@ -275,6 +281,9 @@ class PgSnapshot(PgStore):
         store = super().connect(url)  # migrated (and committed) first, as open does
         assert isinstance(store, PgSnapshot)
         store.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        # Its writes lock rows (a paper seen again) until it ends: a run's ingest waiting
+        # for them, or they for it, gives up soon with a StoreError instead of a stall.
+        store.conn.execute("SET LOCAL lock_timeout = '10s'")
         return store
 
     @contextmanager

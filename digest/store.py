@@ -190,6 +190,19 @@ def _date_or_none(value: object) -> date | None:
 _CHUNK = 500  # keys per IN (...) list: far below SQLite's limit on bound parameters
 
 
+SQLITE_MIN = (3, 35, 0)  # RETURNING, and upserts of any form
+
+
+def _check_sqlite(path: Path, found: tuple[int, int, int] = sqlite3.sqlite_version_info
+                  ) -> None:
+    """StoreError when this Python's SQLite library is too old for the store's SQL."""
+    if found < SQLITE_MIN:
+        raise StoreError(f"{path}: this Python's SQLite is {'.'.join(map(str, found))}; "
+                         f"digest needs {'.'.join(map(str, SQLITE_MIN))} or newer (for "
+                         "RETURNING): use a newer Python build, or a PostgreSQL store "
+                         "([store] url)")
+
+
 class _Known:
     """Stored papers by arXiv id, key and normalised title: what ``Store._find_paper``
     looks up, read for a whole dump at once and kept current while it is added."""
@@ -261,6 +274,7 @@ class Store:
     @classmethod
     def open(cls, path: Path) -> Store:
         """Open (creating and migrating as needed) the store file at ``path``."""
+        _check_sqlite(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
@@ -284,6 +298,7 @@ class Store:
         there. A live WAL (another process has the store open) is read from a private copy
         of the file and its WAL, since reading through a WAL touches its -shm file.
         """
+        _check_sqlite(path)
         wal = path.with_name(path.name + "-wal")
         tmp: tempfile.TemporaryDirectory[str] | None = None
         try:
@@ -345,6 +360,7 @@ class Store:
         """
         if not path.is_file():
             return None
+        _check_sqlite(path)
         uri = path.resolve().as_uri()
         try:
             try:

@@ -17,7 +17,7 @@ from test_store import NEW_PER_DUMP
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.pgstore import PgStore, close_pools, translate
+from digest.pgstore import LOCKS, PgStore, close_pools, translate
 from digest.pipeline import preview, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,17 @@ def test_parameters_are_translated_outside_strings_only() -> None:
     assert translate("SELECT ? , :name, 'a ? :b 50%' FROM t WHERE x LIKE '% partial'") == (
         "SELECT %s , %(name)s, 'a ? :b 50%%' FROM t WHERE x LIKE '%% partial'")
     assert translate("BEGIN IMMEDIATE") == "BEGIN"
+
+
+def test_a_connection_given_back_to_the_pool_holds_no_lock(pg_url: str) -> None:
+    import psycopg
+
+    store = PgStore.connect(pg_url)
+    store.conn.execute("SELECT pg_advisory_lock(?)", (LOCKS["ingest"],))  # never unlocked
+    store.close()  # the connection stays open in the pool
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s)",
+                             (LOCKS["ingest"],)).fetchone()[0]
 
 
 def test_the_five_dumps_give_the_same_new_papers_as_on_sqlite(

@@ -62,7 +62,8 @@ def test_five_dumps_in_name_order(opener: Opener, shared_dumps: list[Path],
         news.append(len(result.new_keys))
         clock.tick()
     assert news == NEW_PER_DUMP
-    assert store.paper_count() == 318
+    assert store.paper_count() == 318  # the kept count, the same as counting them
+    assert store.conn.execute("SELECT count(*) FROM papers").fetchone()[0] == 318
     assert store.integrity_ok()
     if store.engine == "sqlite":
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -278,3 +279,61 @@ def test_feeds_keep_what_the_learned_signals_said(opener: Opener, clock: Clock) 
     assert got == {"title:a": ((Match("x", 1.0, 0, 1, 1.5),), ("Liked one",), False),
                    "title:b": ((), (), True)}
     store.close()
+
+
+Rows = list[tuple[object, ...]]
+
+
+def _papers_and_sightings(store: Store) -> tuple[Rows, Rows]:
+    papers = [tuple(r) for r in store.conn.execute(
+        "SELECT id, key, arxiv_id, title, abstract, first_run, revision_only FROM papers"
+        " ORDER BY id")]
+    seen = [tuple(r) for r in store.conn.execute(
+        "SELECT paper_id, dump_id, line FROM sightings ORDER BY dump_id, paper_id, line")]
+    return papers, seen
+
+
+def test_a_dump_read_at_once_finds_the_same_papers_as_one_by_one(
+        opener: Opener, tmp_path: Path, shared_dumps: list[Path], clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_prefetch`` (three queries a dump) against ``_find_paper``'s queries per paper:
+    the real dumps, then the cases where matching is subtle, within one dump and across."""
+    tricky = [
+        [Paper(key="title:graph nets", title="Graph Nets", abstract="a"),
+         Paper(key="arxiv:2501.00001", title="Graph nets!", abstract="longer abstract",
+               arxiv_id="2501.00001"),  # the same title, now with an id: the same paper
+         Paper(key="arxiv:2501.00002", title="Graph Nets", abstract="b",
+               arxiv_id="2501.00002"),  # the same title, another id: another paper
+         Paper(key="title:graph nets", title="GRAPH NETS", abstract="c")],  # in-dump again
+        [Paper(key="arxiv:2501.00002", title="Renamed", abstract="d", arxiv_id="2501.00002"),
+         Paper(key="title:graph nets", title="Graph Nets", abstract="e"),
+         Paper(key="arxiv:2501.00003", title="Graph Nets", abstract="f",
+               arxiv_id="2501.00003")],
+    ]
+    found = []
+    for batched in (True, False):
+        monkeypatch.setattr(Store, "_PREFETCH", batched)
+        store = opener() if batched else Store.open(tmp_path / "one-by-one.db")
+        try:
+            for path in shared_dumps:
+                store.ingest(read_dump(path, today=DUMP_DAY), None, "run", clock())
+            for n, papers in enumerate(tricky):
+                store.ingest(ParsedDump(path=f"tricky-{n}.txt", sha256=f"{n:064d}",
+                                        shape="test", page_date=None, page_date_raw=None,
+                                        papers=tuple(papers)),
+                             None, "run", clock())
+            found.append(_papers_and_sightings(store))
+            assert store.paper_count() == len(found[-1][0])
+        finally:
+            store.close()
+    assert found[0] == found[1]
+    keys = [row[1] for row in found[0][0]]
+    assert len(keys) == len(set(keys))
+
+
+def test_a_sqlite_too_old_for_the_store_is_named(tmp_path: Path) -> None:
+    from digest.store import _check_sqlite
+
+    with pytest.raises(StoreError, match=r"SQLite is 3\.34\.1; digest needs 3\.35\.0 or newer"):
+        _check_sqlite(tmp_path / "s.db", (3, 34, 1))
+    _check_sqlite(tmp_path / "s.db", (3, 35, 0))  # new enough: nothing said
