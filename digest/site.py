@@ -295,6 +295,10 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
                               (built_key, json.dumps(
                                  {"state": built,
                                   "readers": sorted(n for n in latest if n in names_now)}))])
+            # Changes every publisher has built from are needed by none (one that comes
+            # later builds everything first).
+            conn.execute("DELETE FROM page_changes WHERE id <= (SELECT min(CAST(value AS"
+                         " INTEGER)) FROM meta WHERE key LIKE ?)", (SEEN_KEY + "%",))
     return report
 
 

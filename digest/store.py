@@ -190,6 +190,7 @@ def _date_or_none(value: object) -> date | None:
 _CHUNK = 500  # keys per IN (...) list: far below SQLite's limit on bound parameters
 
 
+PACE_SENDERS = 64  # senders that may wait for a slot at once (`send --workers` at most)
 SQLITE_MIN = (3, 35, 0)  # RETURNING, and upserts of any form
 
 
@@ -1346,7 +1347,10 @@ class Store:
         with self.transaction() as conn:
             row = conn.execute(f"SELECT next_at FROM send_pace WHERE id = 1{lock}").fetchone()
             kept = float(row[0]) if row else 0.0
-            slot = kept if kept > now_epoch else now_epoch
+            # Ahead of now by more than every sender could have reserved: this clock
+            # stepped back (or another host's runs ahead). Start from now, never stall.
+            ahead = interval_s * PACE_SENDERS + 60
+            slot = kept if now_epoch < kept <= now_epoch + ahead else now_epoch
             conn.execute("INSERT INTO send_pace (id, next_at) VALUES (1, ?) ON CONFLICT (id)"
                          " DO UPDATE SET next_at = excluded.next_at", (slot + interval_s,))
         return slot

@@ -229,6 +229,7 @@ def test_each_host_keeps_its_own_feeds_and_pages_current(
                                           source="arxiv")], clock())
     finally:
         store.close()
+    changes = []
     for host in (a, b):
         clock.tick()
         run(host.config(), now=clock)
@@ -237,3 +238,13 @@ def test_each_host_keeps_its_own_feeds_and_pages_current(
         assert links[entry.title] == "https://arxiv.org/abs/2611.09999", host.root.name
         page, = (host.root / "site" / "all").glob("0001-*.html")
         assert "https://arxiv.org/abs/2611.09999" in page.read_text(encoding="utf-8")
+        changes.append(pg_count(pg_url, "page_changes"))
+    assert changes[0] > 0 and changes[1] == 0  # kept until every host built from them
+
+
+def pg_count(url: str, table: str) -> int:
+    store = PgStore.connect(url)
+    try:
+        return int(store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        store.close()

@@ -337,3 +337,15 @@ def test_a_sqlite_too_old_for_the_store_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"SQLite is 3\.34\.1; digest needs 3\.35\.0 or newer"):
         _check_sqlite(tmp_path / "s.db", (3, 34, 1))
     _check_sqlite(tmp_path / "s.db", (3, 35, 0))  # new enough: nothing said
+
+
+def test_the_send_pace_survives_a_clock_stepping_back(opener: Opener) -> None:
+    store = opener()
+    try:
+        assert store.pace(1.0, 1_000_000.0) == 1_000_000.0
+        assert store.pace(1.0, 1_000_000.0) == 1_000_001.0  # the next slot, a second on
+        # The clock went back an hour: the kept slot is not waited for.
+        assert store.pace(1.0, 996_400.0) == 996_400.0
+        assert store.pace(1.0, 996_400.0) == 996_401.0
+    finally:
+        store.close()
