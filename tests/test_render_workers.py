@@ -144,3 +144,40 @@ def test_run_workers_on_the_command_line(project: Project, shared_dumps: list[Pa
         f"r{i}" for i in range(READERS))
     assert main(["run", "--config", str(project.config_path), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_a_second_host_takes_the_readers_a_long_run_has_not_reached(
+        tmp_path: Path, pg_url: str, shared_dumps: list[Path], clock: Clock) -> None:
+    """Host A has ingested and holds some readers (it is busy making their digests); a
+    `digest run` on host B, with its own data folder and an empty inbox, makes every other
+    reader's digest into its own folder; A then makes only those it held."""
+    a, b = Project(tmp_path / "a"), Project(tmp_path / "b")
+    for host in (a, b):
+        host.root.mkdir()
+        host.write_config(readers(), extra=f'[store]\nurl = "{pg_url}"\n')
+    dated(a.drop(shared_dumps[0]))
+    config_a = a.config()
+    store = with_store(a)
+    try:
+        ingest(store, list(inbox_files(config_a.inbox)), RunReport(), clock,
+               subscribers=[p.name for p in config_a.subscribers])
+        held = ["r0", "r1", "r2"]
+        for name in held:
+            assert store.claim_reader(name, "host-a:1", clock() + RENDER_LEASE, clock())
+    finally:
+        store.close()
+
+    helped = run(b.config(), now=clock, send=False)
+    by_b = sorted(str(d["subscriber"]) for d in helped.digests)
+    assert by_b == [f"r{i}" for i in range(3, READERS)]
+    assert all(Path(str(d["markdown"])).is_relative_to(b.root) for d in helped.digests)
+
+    store = with_store(a)
+    try:
+        for name in held:  # A finishes its share: its claims go with its issues
+            store.release_reader(name, "host-a:1")
+    finally:
+        store.close()
+    rest = run(config_a, now=clock, send=False)
+    assert sorted(str(d["subscriber"]) for d in rest.digests) == held
+    assert all(len(v) == 1 for v in issues_of(a).values())
