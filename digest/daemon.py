@@ -105,9 +105,11 @@ class Daemon:
         store = open_store(self.config)
         try:  # those with nothing new; a digest marked its own slot when it was recorded
             # Only slots that moved: "every run" has none, and a slot already kept stays.
+            # Not those another worker (a host that may have died) was making: they are
+            # owed again next tick, when its claim may have run out.
             store.set_job_slots({**{f"digest:{name}": slot for name, slot in owed.items()
-                                    if slot is not None and
-                                    self._slots.get(f"digest:{name}") != slot},
+                                    if slot is not None and name not in report.run.held
+                                    and self._slots.get(f"digest:{name}") != slot},
                                  "poll": None}, moment)
         finally:
             store.close()

@@ -286,6 +286,14 @@ class PgSnapshot(PgStore):
         store.conn.execute("SET LOCAL lock_timeout = '10s'")
         return store
 
+    _added = 0  # papers this snapshot added (the kept count's row is never locked here)
+
+    def _count_papers(self, added: int) -> None:
+        self._added += added  # an UPDATE would hold the one tallies row until close
+
+    def paper_count(self) -> int:
+        return super().paper_count() + self._added
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         if not self._in_snapshot():

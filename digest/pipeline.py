@@ -385,7 +385,8 @@ def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  semantic: Semantic | None = None,
                  warn: Callable[[str], None] | None = None,
                  secret: bytes | None = None, *, worker: str | None = None,
-                 start: int = 0) -> Iterator[Rendered]:
+                 start: int = 0, upto: int | None = None, held: list[str] | None = None,
+                 stop: Callable[[], bool] | None = None) -> Iterator[Rendered]:
     """Each subscriber's next digest (papers first seen since their last one), made (and
     with ``persist`` published) one at a time, so memory does not grow with readers.
 
@@ -397,9 +398,12 @@ def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
     With ``worker`` several workers (processes, hosts) share the readers: each reader is
     claimed (``Store.claim_reader``) and their cursor read again before their digest is
     made, and one another worker recorded meanwhile is skipped. ``start``: the reader to
-    begin with (workers begin apart and go round, so they seldom meet).
+    begin with (workers begin apart and go round, so they seldom meet). ``upto``: the
+    newest run to cover, read under the ingest hold (by default the newest run; another
+    host's ingest may be half done after it). ``held`` collects the readers left to
+    another worker's live claim; ``stop`` ends the round early when it says so.
     """
-    upto = store.latest_run()
+    upto = store.latest_run() if upto is None else upto
     zone = ZoneInfo(config.timezone)
     stems: list[set[str]] = []  # worked out once, only if anyone gets a digest
     warn = _once(warn)
@@ -413,6 +417,8 @@ def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
         if (only is not None and profile.name != only) or (due is not None and
                                                             profile.name not in due):
             continue
+        if stop is not None and stop():
+            return
         cursor = cursors.get(profile.name)
         if cursor is None or cursor.run >= upto:
             continue
@@ -423,6 +429,8 @@ def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                 continue
             at = now()
             if not store.claim_reader(profile.name, worker, at + RENDER_LEASE, at):
+                if held is not None:
+                    held.append(profile.name)
                 continue  # another worker is making it
             claimed = True
             cursor = store.cursor(profile.name)
@@ -530,31 +538,30 @@ class Batch:
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
                     rendered: Rendered, slot: tuple[str, datetime | None] | None,
                     claim: str | None = None) -> Rendered | None:
-    """Write one digest's files and record it (None: with ``claim``, another worker
-    recorded this issue first, after this one's lease ran out; its files stay, ours go)."""
+    """Record one digest and write its files, in the transaction that moves the reader's
+    cursor (None: with ``claim``, another worker recorded this issue first, after this
+    one's lease ran out; nothing of ours was written)."""
     digest = rendered.digest
     name = stem(digest.number, digest.generated_at)
     folder = config.digests_dir / digest.profile.name
     md_path, html_path = folder / f"{name}.md", folder / f"{name}.html"
-    if folder.is_dir():  # files of this issue number that a crash left unrecorded
-        for stale in folder.glob(f"{digest.number:04d}-*"):
-            if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
-                stale.unlink()
-    atomic_write(md_path, rendered.markdown.encode("utf-8"))
-    atomic_write(html_path, rendered.html.encode("utf-8"))
-    checkpoint("run:after-render")
+
+    def write() -> None:  # the cursor is ours: no other worker writes this issue now
+        if folder.is_dir():  # files of this issue number that a crash left unrecorded
+            for stale in folder.glob(f"{digest.number:04d}-*"):
+                if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
+                    stale.unlink()
+        atomic_write(md_path, rendered.markdown.encode("utf-8"))
+        atomic_write(html_path, rendered.html.encode("utf-8"))
+        checkpoint("run:after-render")
+
     try:
         store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
                            digest.generated_at, digest.new_count, digest.items,
-                           (str(md_path), str(html_path)), rendered.mail, slot, claim)
+                           (str(md_path), str(html_path)), rendered.mail, slot, claim, write)
     except MovedOn:
         if claim is None:
             raise
-        if store.issue_paths(digest.profile.name, digest.number) != (str(md_path),
-                                                                      str(html_path)):
-            for path in (md_path, html_path):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
         return None
     return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
                     rendered.mail)
@@ -843,6 +850,9 @@ def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
         checkpoint("run:after-ingest")
         if enrichment_enabled(config):
             enrich_papers(store, config, report, now, progress)
+        # Read under the hold: another host's ingest, one transaction per dump, may add
+        # papers to its run after this; they wait for the next digest, never skipped.
+        upto = store.latest_run()
     quiet = False
     if not files:
         # The feeds and the site are rebuilt only if something that makes them changed
@@ -857,39 +867,47 @@ def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
                                  feeds=() if feeds_ok else None)
     mail, secret = _mail_and_secret(config, store)
     with publishing(config.data_dir):
-        _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet,
-                 workers)
+        failed = _publish(store, config, renderer, now, report, mail, due, semantic, secret,
+                          quiet, upto, workers)
     checkpoint("run:before-send")
     if send and config.smtp is not None:
         report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
                                   progress=progress)
+    if failed:  # what every worker recorded is published and sent: now say what failed
+        raise failed[0]
 
 
 def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
              report: RunReport, mail: MailContext | None,
              due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
-             secret: bytes | None, quiet: bool, workers: int = 1) -> None:
+             secret: bytes | None, quiet: bool, upto: int | None = None,
+             workers: int = 1) -> list[BaseException]:
     """Digests, feeds and the site: everything a run writes into the output folders.
     ``quiet``: the feeds and the site were found current; with no issue recorded since,
-    they still are. Each digest is published as it is made and only its summary kept."""
+    they still are. Each digest is published as it is made and only its summary kept.
+    Returns what went wrong in helper processes (raised by the caller once the digests
+    they and this process recorded are published and sent)."""
+    upto = store.latest_run() if upto is None else upto
+    waiting = _waiting(store, config, due, upto)
+    helpers = _start_helpers(config, now, due, upto, min(workers, waiting))
     # On SQLite one run at a time uses the store (the data folder's lock): claims are
     # needed only among its own workers. On a server another host's run may share it.
-    shared = workers > 1 or store.engine != "sqlite"
-    helpers = _start_helpers(config, now, due, workers) if workers > 1 else []
+    shared = bool(helpers) or store.engine != "sqlite"
     try:
         for rendered in iter_digests(store, config, renderer, now, mail=mail, due=due,
                                      semantic=semantic, warn=report.warn, secret=secret,
-                                     worker=worker_name(0) if shared else None):
+                                     worker=worker_name(0) if shared else None, upto=upto,
+                                     held=report.held):
             report.digests.append(_summary(rendered, 0))
     except BaseException:
         for helper in helpers:  # wait for them (what they recorded stands); ours is raised
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 helper.result()
         raise
     failed: list[BaseException] = []
-    for helper in helpers:  # a helper's error is raised once every helper has finished
+    for helper in helpers:
         try:
-            digests, warnings = helper.result()
+            digests, warnings, held, error = helper.result()
         except BrokenProcessPool:
             failed.append(DigestError(
                 f"{config.data_dir}: a digest worker process died (killed, or out of "
@@ -897,21 +915,31 @@ def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
                 f"from a run {int(RENDER_LEASE.total_seconds() // 60)} minutes on at the "
                 "latest (their claim's lease)"))
             continue
-        except BaseException as exc:
-            failed.append(exc)
-            continue
         report.digests += digests
+        report.held += held
         for line in warnings:
             report.warn(line)
-    if failed:
-        raise failed[0]
+        if error:
+            failed.append(DigestError(f"a digest worker failed: {error}"))
+    order = {p.name: n for n, p in enumerate(config.subscribers)}
+    report.digests.sort(key=lambda d: order.get(str(d["subscriber"]), len(order)))
     if quiet and not report.digests:
         report.feeds_unchanged += _feed_paths(config)
-        return
+        return failed
     write_feeds(store, config, renderer, now, report)
     site = build_site(config, store, renderer, secret,
                       subscribers={str(d["subscriber"]) for d in report.digests})
     report.site_written += site.written
+    return failed
+
+
+def _waiting(store: Store, config: Config, due: Mapping[str, datetime | None] | None,
+             upto: int) -> int:
+    """How many readers (due, if ``due``) have papers waiting: more workers than that
+    would have nothing to do."""
+    behind = store.cursors(before=upto)
+    return sum(1 for p in config.subscribers
+               if p.name in behind and (due is None or p.name in due))
 
 
 def _summary(rendered: Rendered, worker: int) -> dict[str, object]:
@@ -931,41 +959,63 @@ def _mail_and_secret(config: Config, store: Store) -> tuple[MailContext | None, 
         else None
 
 
+Share = tuple[list[dict[str, object]], list[str], list[str], str | None]
+
+
 def _start_helpers(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
-                   workers: int) -> list[Future[tuple[list[dict[str, object]], list[str]]]]:
+                   upto: int, workers: int) -> list[Future[Share]]:
     """``workers - 1`` processes making digests beside this one, each starting its round
-    of the readers at its own share."""
+    of the readers at its own share; each in a pool of its own, so one that dies takes
+    no other with it."""
+    if workers < 2:
+        return []
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        share = max(1, len(config.subscribers) // workers)
-        return [pool.submit(render_share, config, now, dict(due) if due is not None else None,
-                            n, n * share) for n in range(1, workers)]
-    finally:
-        pool.shutdown(wait=False)  # each process ends with its task
+    share = max(1, len(config.subscribers) // workers)
+    started = []
+    for n in range(1, workers):
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            started.append(pool.submit(render_share, config, now,
+                                       dict(due) if due is not None else None, upto, n,
+                                       n * share, os.getpid()))
+        finally:
+            pool.shutdown(wait=False)  # the process ends with its task
+    return started
 
 
 def render_share(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
-                 n: int, start: int) -> tuple[list[dict[str, object]], list[str]]:
+                 upto: int, n: int, start: int, parent: int) -> Share:
     """A helper process of ``run --workers``: make and publish the digests no other
-    worker has claimed, beginning at reader ``start``; (their summaries, warnings)."""
+    worker has claimed, beginning at reader ``start``, while the run's process
+    (``parent``) lives; (their summaries, warnings, readers left to another worker's
+    claim, what went wrong or None: as text, so any error crosses back)."""
     warnings: list[str] = []
-    store = open_store(config)
-    semantic = None
+    held: list[str] = []
+    digests: list[dict[str, object]] = []
     try:
-        semantic = semantic_for(config.ranking, lambda line: warnings.append(f"digest: {line}"))
-        renderer = checked_renderer(config.templates)
-        mail, secret = _mail_and_secret(config, store)
-        digests = [_summary(r, n) for r in iter_digests(
-            store, config, renderer, now, mail=mail, due=due, semantic=semantic,
-            warn=warnings.append, secret=secret, worker=worker_name(n), start=start)]
-    finally:
-        store.close()
-        if semantic is not None:
-            semantic.close()
-    return digests, warnings
+        with publishing(config.data_dir):
+            store = open_store(config)
+            semantic = None
+            try:
+                semantic = semantic_for(config.ranking,
+                                        lambda line: warnings.append(f"digest: {line}"))
+                renderer = checked_renderer(config.templates)
+                mail, secret = _mail_and_secret(config, store)
+                for rendered in iter_digests(
+                        store, config, renderer, now, mail=mail, due=due, semantic=semantic,
+                        warn=warnings.append, secret=secret, worker=worker_name(n),
+                        start=start, upto=upto, held=held,
+                        stop=lambda: os.getppid() != parent):
+                    digests.append(_summary(rendered, n))
+            finally:
+                store.close()
+                if semantic is not None:
+                    semantic.close()
+    except Exception as exc:  # told to the run, which fails once all is published
+        return digests, warnings, held, f"{type(exc).__name__}: {exc}"
+    return digests, warnings, held, None
 
 
 def _note(report: RunReport) -> Callable[[str], None]:

@@ -253,6 +253,6 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO tallies (name, n) SELECT 'papers', count(*) FROM papers WHERE 1 = 1
         ON CONFLICT (name) DO UPDATE SET n = excluded.n;
     DELETE FROM meta WHERE key IN ('site_fingerprint', 'site_built', 'feeds_built')
-        OR (key LIKE 'feed_fingerprint:%' AND key NOT LIKE 'feed_fingerprint:%:%');
+        OR (substr(key, 1, 17) = 'feed_fingerprint:' AND substr(key, 18) NOT LIKE '%:%');
     """,
 )

@@ -18,7 +18,7 @@ import json
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -208,13 +208,14 @@ class _Known:
     """Stored papers by arXiv id, key and normalised title: what ``Store._find_paper``
     looks up, read for a whole dump at once and kept current while it is added."""
 
-    __slots__ = ("arxiv", "by_arxiv", "by_key", "by_title")
+    __slots__ = ("arxiv", "by_arxiv", "by_key", "by_title", "title_of")
 
     def __init__(self) -> None:
         self.by_arxiv: dict[str, int] = {}
         self.by_key: dict[str, int] = {}
         self.by_title: dict[str, list[int]] = {}
         self.arxiv: dict[int, str | None] = {}
+        self.title_of: dict[int, str] = {}  # the stored title_norm (never normalised again)
 
     def add(self, paper_id: int, key: str, arxiv_id: str | None, title_norm: str) -> None:
         if arxiv_id:
@@ -225,6 +226,7 @@ class _Known:
             ids.append(paper_id)
             ids.sort()
         self.arxiv[paper_id] = arxiv_id or self.arxiv.get(paper_id)
+        self.title_of.setdefault(paper_id, title_norm)
 
     def find(self, key: str, arxiv_id: str | None, title_norm: str) -> int | None:
         """As ``Store._find_paper``: the arXiv id, then the key, then the oldest paper of
@@ -397,7 +399,7 @@ class Store:
 
     @contextmanager
     def hold(self, what: str, *, wait: bool = False) -> Iterator[None]:
-        """Exclusive use of the store for ``what`` ("run": ingest and publishing) among
+        """Exclusive use of the store for ``what`` ("ingest": adding papers) among
         every process on every host. SQLite: the data folder's lock file already gives it
         (one host, one folder), so nothing more is needed."""
         yield
@@ -549,7 +551,7 @@ class Store:
                 " version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", seen)
             conn.execute("UPDATE dumps SET new_papers = ? WHERE id = ?", (len(new_keys), dump_id))
             if added and len(MIGRATIONS) >= _CLAIMS_MIGRATION:
-                conn.execute("UPDATE tallies SET n = n + ? WHERE name = 'papers'", (added,))
+                self._count_papers(added)
         return IngestResult(dump_id, run_id, tuple(new_keys), len(dump.papers))
 
     _known: _Known | None = None  # during an ingest: the dump's stored papers, read at once
@@ -643,8 +645,9 @@ class Store:
              "version": paper.version},
         )
         if self._known is not None and paper.arxiv_id and before[9] is None:
-            self._known.add(existing, str(before[0]), paper.arxiv_id,
-                            normalise_title(str(before[1])))  # its arXiv id, filled in now
+            self._known.add(existing, str(before[0]), paper.arxiv_id,  # filled in now
+                            self._known.title_of.get(existing) or normalise_title(
+                                str(before[1])))
         self._settle(existing, before)
         return existing, False, 0
 
@@ -679,9 +682,15 @@ class Store:
                               " FROM issue_items WHERE paper_id = ? ON CONFLICT DO NOTHING",
                               (paper_id,))
 
+    def _count_papers(self, added: int) -> None:
+        """Papers were added (in the ingest transaction): the kept count goes up."""
+        self.conn.execute("UPDATE tallies SET n = n + ? WHERE name = 'papers'", (added,))
+
     def paper_count(self) -> int:
         """How many distinct papers the store has seen (a kept count: one row read)."""
         row = self.conn.execute("SELECT n FROM tallies WHERE name = 'papers'").fetchone()
+        if row is None:  # never seen: counted
+            return int(self.conn.execute("SELECT count(*) FROM papers").fetchone()[0])
         return int(row[0])
 
     def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
@@ -789,19 +798,24 @@ class Store:
                      paths: tuple[str | None, str | None],
                      mail: Outgoing | None = None,
                      slot: tuple[str, datetime | None] | None = None,
-                     claim: str | None = None) -> None:
+                     claim: str | None = None,
+                     write: Callable[[], None] | None = None) -> None:
         """Record a digest issue, queue its e-mail, advance the cursor, (for the daemon)
         mark its cadence slot done and give up ``claim``'s hold on the reader: one
         transaction. The cursor moves only from where the digest began (a compare and
-        set, so two workers can never both record the issue): MovedOn if it had moved."""
+        set, so two workers can never both record the issue): MovedOn if it had moved.
+        ``write`` (the issue's files) is called once the cursor is this transaction's, so
+        a worker that lost the reader writes nothing; if it fails, nothing is recorded."""
         with self.transaction() as conn:
-            if not conn.execute(  # first: on PostgreSQL the row stays locked until commit
+            if not conn.execute(  # first: the row stays locked until commit
                     "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
                     " WHERE name = ? AND cursor_run = ? AND last_issue = ? RETURNING name",
                     (to_run, number, _ts(generated_at), name, from_run, number - 1)
             ).fetchall():
                 raise MovedOn(f"{self.path}: subscriber {name!r} moved on while this digest "
                               "was being made (is another digest running?); run again")
+            if write is not None:
+                write()
             issue_id = int(conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
                 " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?,"
@@ -828,12 +842,6 @@ class Store:
             if claim is not None:
                 conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND"
                              " claimed_by = ?", (name, claim))
-
-    def issue_paths(self, name: str, number: int) -> tuple[str | None, str | None] | None:
-        """Where issue ``number`` of ``name`` was written (None: not recorded)."""
-        row = self.conn.execute("SELECT markdown_path, html_path FROM issues WHERE"
-                                " subscriber = ? AND number = ?", (name, number)).fetchone()
-        return None if row is None else (row[0], row[1])
 
     def claim_reader(self, name: str, worker: str, until: datetime, now: datetime) -> bool:
         """Hold ``name``'s next digest for ``worker`` until ``until``: True unless another
