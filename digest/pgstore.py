@@ -292,7 +292,10 @@ class PgSnapshot(PgStore):
         self._added += added  # an UPDATE would hold the one tallies row until close
 
     def paper_count(self) -> int:
-        return super().paper_count() + self._added
+        row = self.conn.execute("SELECT n FROM tallies WHERE name = 'papers'").fetchone()
+        if row is None:  # never seen: counted, this snapshot's papers with them
+            return super().paper_count()
+        return int(row[0]) + self._added
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -301,10 +304,12 @@ class PgSnapshot(PgStore):
                 yield conn
             return
         self.conn.execute("SAVEPOINT digest_write")
+        added = self._added
         try:
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK TO SAVEPOINT digest_write")
+            self._added = added  # the papers it counted went with it
             raise
         else:
             self.conn.execute("RELEASE SAVEPOINT digest_write")

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,7 @@ from .fsutil import (
     folder_problem,
     leftovers_possible,
     mark_clean,
+    mark_unclean,
     publishing,
     remove_stale_temps,
 )
@@ -539,8 +540,8 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
                     rendered: Rendered, slot: tuple[str, datetime | None] | None,
                     claim: str | None = None) -> Rendered | None:
     """Record one digest and write its files, in the transaction that moves the reader's
-    cursor (None: with ``claim``, another worker recorded this issue first, after this
-    one's lease ran out; nothing of ours was written)."""
+    cursor (None: another worker recorded this issue first, after this one's lease ran
+    out, or a helper of a killed run did; nothing of ours was written)."""
     digest = rendered.digest
     name = stem(digest.number, digest.generated_at)
     folder = config.digests_dir / digest.profile.name
@@ -559,9 +560,7 @@ def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
         store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
                            digest.generated_at, digest.new_count, digest.items,
                            (str(md_path), str(html_path)), rendered.mail, slot, claim, write)
-    except MovedOn:
-        if claim is None:
-            raise
+    except MovedOn:  # another worker (or a helper of a run that was killed) recorded it
         return None
     return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
                     rendered.mail)
@@ -874,6 +873,7 @@ def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
         report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
                                   progress=progress)
     if failed:  # what every worker recorded is published and sent: now say what failed
+        mark_unclean(config.data_dir)  # a helper's write may have been cut short
         raise failed[0]
 
 
@@ -889,7 +889,7 @@ def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
     they and this process recorded are published and sent)."""
     upto = store.latest_run() if upto is None else upto
     waiting = _waiting(store, config, due, upto)
-    helpers = _start_helpers(config, now, due, upto, min(workers, waiting))
+    helpers, stop = _start_helpers(config, now, due, upto, min(workers, waiting), report.warn)
     # On SQLite one run at a time uses the store (the data folder's lock): claims are
     # needed only among its own workers. On a server another host's run may share it.
     shared = bool(helpers) or store.engine != "sqlite"
@@ -900,27 +900,32 @@ def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
                                      held=report.held):
             report.digests.append(_summary(rendered, 0))
     except BaseException:
+        if stop is not None:
+            stop.set()  # each helper finishes the reader in hand, then returns
         for helper in helpers:  # wait for them (what they recorded stands); ours is raised
             with contextlib.suppress(BaseException):
-                helper.result()
+                helper.exception()
         raise
     failed: list[BaseException] = []
-    for helper in helpers:
+    for n, helper in enumerate(helpers, 1):
         try:
             digests, warnings, held, error = helper.result()
         except BrokenProcessPool:
             failed.append(DigestError(
-                f"{config.data_dir}: a digest worker process died (killed, or out of "
-                "memory); every digest recorded stands, and the readers it held get theirs "
-                f"from a run {int(RENDER_LEASE.total_seconds() // 60)} minutes on at the "
-                "latest (their claim's lease)"))
+                f"{config.data_dir}: digest worker {n} died (killed, or out of memory); "
+                "every digest recorded stands, and the readers it held get theirs from a "
+                f"run {int(RENDER_LEASE.total_seconds() // 60)} minutes on at the latest "
+                "(their claim's lease)"))
+            continue
+        except BaseException as exc:  # the others are still waited for
+            failed.append(exc)
             continue
         report.digests += digests
         report.held += held
         for line in warnings:
             report.warn(line)
-        if error:
-            failed.append(DigestError(f"a digest worker failed: {error}"))
+        if error is not None:
+            failed.append(error.exception(n))
     order = {p.name: n for n, p in enumerate(config.subscribers)}
     report.digests.sort(key=lambda d: order.get(str(d["subscriber"]), len(order)))
     if quiet and not report.digests:
@@ -959,43 +964,86 @@ def _mail_and_secret(config: Config, store: Store) -> tuple[MailContext | None, 
         else None
 
 
-Share = tuple[list[dict[str, object]], list[str], list[str], str | None]
+@dataclass(frozen=True, slots=True)
+class HelperError:
+    """What went wrong in a helper process, as plain data (any exception crosses back)."""
+
+    kind: str
+    message: str
+    exit_code: int
+    trace: str | None  # a bug's traceback (a DigestError explains itself)
+
+    def exception(self, n: int) -> DigestError:
+        error = DigestError(f"digest worker {n}: {self.message}" + (
+            f"\n{self.trace}" if self.trace else ""))
+        error.exit_code = self.exit_code
+        return error
+
+
+Share = tuple[list[dict[str, object]], list[str], list[str], HelperError | None]
+_STOP: Any = None  # in a helper process: the run's stop event
+
+
+def _helper_init(stop: Any) -> None:
+    """A helper's start: SIGINT (Ctrl-C reaches the whole process group) and SIGTERM
+    (systemd stops every process of the service) finish the reader in hand, then return;
+    the run's process decides what to do."""
+    import signal
+
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, lambda _n, _f: stop.set())
+    signal.signal(signal.SIGTERM, lambda _n, _f: stop.set())
 
 
 def _start_helpers(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
-                   upto: int, workers: int) -> list[Future[Share]]:
+                   upto: int, workers: int, warn: Callable[[str], None]
+                   ) -> tuple[list[Future[Share]], Any]:
     """``workers - 1`` processes making digests beside this one, each starting its round
     of the readers at its own share; each in a pool of its own, so one that dies takes
-    no other with it."""
+    no other with it. Also the event that tells them to stop."""
     if workers < 2:
-        return []
+        return [], None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
     share = max(1, len(config.subscribers) // workers)
-    started = []
+    started: list[Future[Share]] = []
     for n in range(1, workers):
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         try:
-            started.append(pool.submit(render_share, config, now,
-                                       dict(due) if due is not None else None, upto, n,
-                                       n * share, os.getpid()))
-        finally:
-            pool.shutdown(wait=False)  # the process ends with its task
-    return started
+            pool = ProcessPoolExecutor(1, mp_context=context, initializer=_helper_init,
+                                       initargs=(stop,))
+            try:
+                started.append(pool.submit(render_share, config, now,
+                                           dict(due) if due is not None else None, upto, n,
+                                           n * share, os.getpid()))
+            finally:
+                pool.shutdown(wait=False)  # the process ends with its task
+        except OSError as exc:  # out of processes or files: the ones started work on
+            warn(f"digest: warning: could not start digest worker {n} ({exc.strerror or exc});"
+                 f" going on with {len(started) + 1}; lower --workers")
+            break
+    return started, stop
 
 
 def render_share(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
                  upto: int, n: int, start: int, parent: int) -> Share:
     """A helper process of ``run --workers``: make and publish the digests no other
     worker has claimed, beginning at reader ``start``, while the run's process
-    (``parent``) lives; (their summaries, warnings, readers left to another worker's
-    claim, what went wrong or None: as text, so any error crosses back)."""
+    (``parent``) lives and has not said stop; (their summaries, warnings, readers left to
+    another worker's claim, what went wrong or None)."""
     warnings: list[str] = []
     held: list[str] = []
     digests: list[dict[str, object]] = []
+
+    def stop() -> bool:
+        return os.getppid() != parent or (_STOP is not None and _STOP.is_set())
+
     try:
-        with publishing(config.data_dir):
+        # Never puts the clean mark back: the run's own section answers for it.
+        with publishing(config.data_dir, restore=False):
             store = open_store(config)
             semantic = None
             try:
@@ -1006,15 +1054,20 @@ def render_share(config: Config, now: Clock, due: Mapping[str, datetime | None] 
                 for rendered in iter_digests(
                         store, config, renderer, now, mail=mail, due=due, semantic=semantic,
                         warn=warnings.append, secret=secret, worker=worker_name(n),
-                        start=start, upto=upto, held=held,
-                        stop=lambda: os.getppid() != parent):
+                        start=start, upto=upto, held=held, stop=stop):
                     digests.append(_summary(rendered, n))
             finally:
                 store.close()
                 if semantic is not None:
                     semantic.close()
-    except Exception as exc:  # told to the run, which fails once all is published
-        return digests, warnings, held, f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # told to the run, raised once all is out
+        import traceback
+
+        mine = isinstance(exc, DigestError)
+        return digests, warnings, held, HelperError(
+            type(exc).__name__, str(exc) if mine else f"{type(exc).__name__}: {exc}",
+            exc.exit_code if isinstance(exc, DigestError) else 1,
+            None if mine else traceback.format_exc())
     return digests, warnings, held, None
 
 

@@ -846,15 +846,18 @@ class Store:
     def claim_reader(self, name: str, worker: str, until: datetime, now: datetime) -> bool:
         """Hold ``name``'s next digest for ``worker`` until ``until``: True unless another
         worker (another process or host) holds it under a lease still running at ``now``.
-        One upsert that re-checks the lease on the newest row, so two never both win."""
+        One upsert that re-checks the lease on the newest row, so two never both win. A
+        lease ending after ``until`` was taken by a clock ahead of ours (or ours stepped
+        back): it is not waited for."""
         with self.transaction() as conn:
             return bool(conn.execute(
                 "INSERT INTO render_claims (subscriber, claimed_by, lease_until)"
-                " VALUES (?, ?, ?) ON CONFLICT (subscriber) DO UPDATE SET"
+                " VALUES (:name, :worker, :until) ON CONFLICT (subscriber) DO UPDATE SET"
                 " claimed_by = excluded.claimed_by, lease_until = excluded.lease_until"
-                " WHERE render_claims.lease_until < ? OR render_claims.claimed_by ="
-                " excluded.claimed_by RETURNING subscriber",
-                (name, worker, _ts(until), _ts(now))).fetchall())
+                " WHERE render_claims.lease_until < :now OR render_claims.lease_until > :until"
+                " OR render_claims.claimed_by = excluded.claimed_by RETURNING subscriber",
+                {"name": name, "worker": worker, "until": _ts(until), "now": _ts(now)}
+            ).fetchall())
 
     def release_reader(self, name: str, worker: str) -> None:
         """Give up ``worker``'s hold on ``name`` (when it recorded no issue for them)."""

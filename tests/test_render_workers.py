@@ -19,6 +19,7 @@ from digest.models import RunReport
 from digest.pipeline import (
     RENDER_LEASE,
     _publish_digest,
+    _start_helpers,
     checked_renderer,
     ingest,
     iter_digests,
@@ -272,3 +273,48 @@ def test_a_second_host_takes_the_readers_a_long_run_has_not_reached(
     rest = run(config_a, now=clock, send=False)
     assert sorted(str(d["subscriber"]) for d in rest.digests) == held
     assert all(len(v) == 1 for v in issues_of(a).values())
+
+
+def test_a_helper_process_makes_the_digests_it_is_given(
+        project: Project, store_table: str, shared_dumps: list[Path], clock: Clock) -> None:
+    """The process path itself (spawned, the config and clock pickled, its own store
+    connection): a helper started with nobody else working makes every reader's digest."""
+    setup(project, store_table, shared_dumps[0])
+    config = project.config()
+    store = with_store(project)
+    try:
+        ingest(store, list(inbox_files(config.inbox)), RunReport(), clock,
+               subscribers=[p.name for p in config.subscribers])
+        upto = store.latest_run()
+    finally:
+        store.close()
+    config.data_dir.mkdir(exist_ok=True)
+    (config.data_dir / ".digest-clean").touch()  # as a clean run leaves it
+    said: list[str] = []
+    helpers, stop = _start_helpers(config, clock, None, upto, 2, said.append)
+    assert len(helpers) == 1 and stop is not None and not said
+    digests, _, held, error = helpers[0].result(timeout=120)
+    assert error is None and held == []
+    assert sorted(str(d["subscriber"]) for d in digests) == sorted(
+        f"r{i}" for i in range(READERS))
+    assert {d["worker"] for d in digests} == {1}
+    assert all(len(v) == 1 for v in issues_of(project).values())
+    # Its first write took the mark away, and a helper never puts it back (the run does).
+    assert not (config.data_dir / ".digest-clean").exists()
+
+
+def test_a_helper_that_fails_says_what_and_where(
+        project: Project, shared_dumps: list[Path], clock: Clock) -> None:
+    setup(project, "", shared_dumps[0])
+    config = project.config()
+    run(config, now=clock, send=False)
+    config.store_path.write_bytes(b"not a database at all" * 100)  # broken under it
+    for suffix in ("-wal", "-shm"):
+        config.store_path.with_name(config.store_path.name + suffix).unlink(missing_ok=True)
+    helpers, _ = _start_helpers(config, clock, None, 1, 2, lambda _line: None)
+    digests, _, _, error = helpers[0].result(timeout=120)
+    assert digests == [] and error is not None
+    raised = error.exception(1)
+    assert error.kind == "StoreError" and raised.exit_code == 1
+    assert str(raised).startswith("digest worker 1: ") and str(config.store_path) in str(raised)
+    assert error.trace is None  # a DigestError explains itself: no traceback
