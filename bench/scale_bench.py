@@ -2,7 +2,7 @@
 
     python bench/scale_bench.py [--papers 1000000] [--quick] [--readers 1000] [--new 10000]
                                 [--small 10000] [--workers 1,2,4] [--engines sqlite,postgresql]
-                                [--large-only]
+                                [--large-only] [--pg-setting KEY=VALUE ...]
 
 For each engine (PostgreSQL: a throwaway server from tests/pgcluster.py, durability off):
 
@@ -622,12 +622,12 @@ def bench_engine(engine: str, folder: Path, cluster: Any, opts: Options, sink: S
 
 
 @contextmanager
-def engine_context(engine: str) -> Iterator[Any]:
+def engine_context(engine: str, settings: dict[str, str] | None = None) -> Iterator[Any]:
     """A throwaway PostgreSQL server for "postgresql" (its pools closed first at the end)."""
     if engine != "postgresql":
         yield None
         return
-    with Cluster() as cluster:
+    with Cluster(settings=settings) as cluster:
         try:
             yield cluster
         finally:
@@ -652,7 +652,11 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--large-only", action="store_true",
                         help="part 3 on the large store only (no baseline run: for many readers)")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the throwaway PostgreSQL server (e.g. "
+                             "shared_buffers=2GB); repeatable")
     args = parser.parse_args()
+    pg_settings = dict(item.split("=", 1) for item in args.pg_setting)
     papers = args.papers or (100_000 if args.quick else 1_000_000)
     readers = args.readers or (100 if args.quick else 1000)
     opts = Options(papers, args.small, args.new, readers,
@@ -673,7 +677,7 @@ def main() -> None:
                 if engine == "postgresql" and find_bin_dir() is None:
                     say("PostgreSQL: skipped (no server binaries: install Debian's postgresql)")
                     continue
-                with engine_context(engine) as cluster:
+                with engine_context(engine, pg_settings) as cluster:
                     summary[engine] = bench_engine(engine, work / engine, cluster, opts, sink)
     finally:
         shutil.rmtree(work, ignore_errors=True)

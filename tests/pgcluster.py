@@ -91,12 +91,14 @@ class Cluster:
 
     host = "127.0.0.1"
 
-    def __init__(self, bin_dir: Path | None = None, *, start_timeout: int = 60) -> None:
+    def __init__(self, bin_dir: Path | None = None, *, start_timeout: int = 60,
+                 settings: dict[str, str] | None = None) -> None:
         found = bin_dir or find_bin_dir()
         if found is None:
             raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found")
         self.bin_dir: Path = found
         self.start_timeout = start_timeout
+        self.settings = dict(settings or {})  # more server settings (a bench's memory)
         self.port = 0
         self.root: Path | None = None
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
@@ -166,6 +168,7 @@ class Cluster:
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=200",
+                *(f"-c {shlex.quote(f'{k}={v}')}" for k, v in self.settings.items()),
             ])
             started = self._run(["pg_ctl", "start", "-w", "-t", str(self.start_timeout),
                                  "-D", str(self.data_dir), "-l", str(self.log_path),
