@@ -178,9 +178,7 @@ class PgStore(Store):
                 self.conn.execute("INSERT INTO schema_version (version) VALUES (?)",
                                   (number + 1,))
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """BEGIN ... COMMIT, rolled back on any exception."""
+    def _begin(self) -> None:
         import psycopg
 
         try:
@@ -188,13 +186,6 @@ class PgStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"{self.path}: cannot start a write: {_first_line(exc)}"
                              ) from None
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
 
     @contextmanager
     def hold(self, what: str, *, wait: bool = False) -> Iterator[None]:

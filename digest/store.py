@@ -441,11 +441,9 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot start a write: {exc}") from None
+        """BEGIN (IMMEDIATE on SQLite: the write lock now) ... COMMIT, rolled back on any
+        exception."""
+        self._begin()
         try:
             yield self.conn
         except BaseException:
@@ -453,6 +451,12 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot start a write: {exc}") from None
 
     # -- dumps and papers ------------------------------------------------------------------
     def find_dump(self, sha256: str) -> DumpRecord | None:
