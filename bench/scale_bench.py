@@ -466,7 +466,8 @@ def part2(label: str, rigs: list[Rig], texts: Texts) -> dict[str, float]:
         out[f"{name.split()[0]}_time_ratio"] = round(took, 2)
         out[f"{name.split()[0]}_cpu_ratio"] = round(cpu, 2)
     counts = [count_ms(rig) for rig in rigs]
-    grows = "it grows with the store" if counts[1] > 1.5 * counts[0] else "flat"
+    grows = ("flat: both under a millisecond, one kept row read" if max(counts) < 1 else
+             "it grows with the store" if counts[1] > 1.5 * counts[0] else "flat")
     say(f"   in each: Store.paper_count (once a run, daemon tick or preview) "
         f"{counts[0]:.2f} ms vs {counts[1]:.2f} ms: {grows} "
         f"({counts[1] / max(1e-6, counts[0]):.0f}x for {large.papers / small.papers:.0f}x "
