@@ -183,22 +183,30 @@ def _print_delivery(report: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-send", is_flag=True, help="Queue e-mail but do not send it now.")
 @click.option("--wait", is_flag=True, help="Wait for another run to finish instead of exiting.")
-def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool) -> None:
+@click.option("--workers", metavar="N", type=click.IntRange(1, 64), default=1,
+              show_default=True,
+              help="Make the digests in N processes at once (each reader's is made once).")
+def run_cmd(config_path: str | None, as_json: bool, no_send: bool, wait: bool,
+            workers: int) -> None:
     """Ingest new dumps, write each subscriber's digest, update feeds, send e-mail.
 
     Exits 3 (after printing everything) when e-mail that was due could not be
     delivered: it stays queued (see `digest status`) and goes out with a later run.
 
+    With a PostgreSQL store, runs on other hosts share the digests of a long run: each
+    reader's next digest is claimed by one worker.
+
     \b
     Example:
       digest run --config /srv/digest/config.toml --json
+      digest run --workers 4
     """
     from .pipeline import run
 
     progress = _progress()
     try:
         report = run(_config(config_path), report=_live_report(progress), send=not no_send,
-                     progress=progress, wait=wait)
+                     progress=progress, wait=wait, workers=workers)
     finally:
         progress.end()
     if as_json:
@@ -634,17 +642,27 @@ def ingest_cmd(dumps: tuple[Path, ...], config_path: str | None, as_json: bool) 
               help="First put failed messages back in the queue (same Message-ID), then send.")
 @click.option("--subscriber", metavar="NAME",
               help="With --retry-failed: only this subscriber's failed messages.")
+@click.option("--workers", metavar="N", type=click.IntRange(1, 64), default=1,
+              show_default=True,
+              help="Send over N SMTP connections at once. Each message goes out once, and "
+                   "[smtp].max_per_minute holds for all of them together.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscriber: str | None,
-             as_json: bool) -> None:
+             workers: int, as_json: bool) -> None:
     """Deliver every pending e-mail now (retries included, whatever their back-off).
 
     Exits 3 when some e-mail could not be delivered (failed, or left to retry), as
     `digest run` does.
 
+    Several senders may work on one outbox at once (--workers, more `digest send`
+    processes, other hosts sharing a PostgreSQL store): each takes a few messages at a
+    time for 10 minutes, so none sends what another holds, and the messages of one that
+    died go out once that time has passed.
+
     \b
     Example:
       digest send --retry-failed --subscriber ana
+      digest send --workers 4 --json
     """
     from .pipeline import send_pending
 
@@ -653,11 +671,14 @@ def send_cmd(config_path: str | None, dry_run: bool, retry_failed: bool, subscri
                          "mail)")
     if retry_failed and dry_run:
         raise UsageError("--retry-failed changes the queue; it cannot go with --dry-run")
+    if workers > 1 and dry_run:
+        raise UsageError("--workers is for sending; --dry-run sends nothing")
     config = _config(config_path)
     requeue = _requeue_failed(config, subscriber) if retry_failed else None
     progress = _progress()
     try:
-        report, written = send_pending(config, dry_run=dry_run, progress=progress)
+        report, written = send_pending(config, dry_run=dry_run, progress=progress,
+                                       workers=workers)
     finally:
         progress.end()
     if dry_run:
@@ -693,14 +714,14 @@ def _requeue_failed(config: Any, subscriber: str | None) -> Any:
     """``send --retry-failed``: failed messages back to pending, under the send lock."""
     from .lock import exclusive
     from .send import requeue_failed
-    from .store import Store
+    from .store import open_store
 
     if config.smtp is None:
         raise ConfigError(str(config.path), ["[smtp]: missing: add an [smtp] table to send "
                                              "e-mail (see README, E-mail)"])
     config.smtp.password()  # missing: an error before anything is requeued
     with exclusive(config.data_dir, "send"):
-        store = Store.open(config.store_path)
+        store = open_store(config)
         try:
             report = requeue_failed(store, lambda: datetime.now(UTC), _mail_addresses(config),
                                     subscriber=subscriber)
@@ -735,10 +756,10 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
       digest status --json
     """
     from .send import why_not_requeued
-    from .store import Store
+    from .store import snapshot_store
 
     config = _config(config_path)
-    store = Store.snapshot(config.store_path)
+    store = snapshot_store(config)
     try:
         known = {name: (issue, at, unsub) for name, issue, at, unsub in store.subscriber_rows()}
         deliveries = store.deliveries(("pending", "failed"))
@@ -808,7 +829,9 @@ def _log_line(line: str) -> None:
 @click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
 @click.option("--once", is_flag=True, help="Run every due job once and exit (cron, timers).")
 @click.option("--wait", is_flag=True, help="Wait for a running daemon to stop, then start.")
-def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
+@click.option("--workers", metavar="N", type=click.IntRange(1, 64), default=1,
+              show_default=True, help="Make each tick's digests in N processes at once.")
+def daemon_cmd(config_path: str | None, once: bool, wait: bool, workers: int) -> None:
     """Poll the sources and publish each digest on its cadence, until stopped.
 
     With --once: exits 1 when the tick failed, 3 when e-mail that was due could not be
@@ -827,7 +850,7 @@ def daemon_cmd(config_path: str | None, once: bool, wait: bool) -> None:
     if config.smtp is not None:
         config.smtp.password()  # missing: an error now, not at the first due digest
     stop = threading.Event()
-    daemon = Daemon(config, log=_log_line)
+    daemon = Daemon(config, log=_log_line, workers=workers)
 
     def on_signal(signum: int, _frame: object) -> None:
         if not daemon.started:  # still waiting for the lock: nothing to finish
@@ -900,6 +923,51 @@ def build_site_cmd(config_path: str | None, as_json: bool) -> None:
         return
     click.echo(f"site {_shown(str(report.folder))}: {len(report.written)} page(s) written, "
                f"{report.unchanged} unchanged")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """The store itself: move it from SQLite to PostgreSQL.
+
+    \b
+    Example:
+      digest store copy --to postgresql://digest@db.example.org/digest
+    """
+
+
+@store_group.command("copy")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="An empty PostgreSQL database: postgresql://user@host/db (the password "
+                   "from PGPASSWORD or ~/.pgpass).")
+@click.option("--config", "config_path", metavar="PATH", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def store_copy_cmd(url: str, config_path: str | None, as_json: bool) -> None:
+    """Copy the config's SQLite store into an empty PostgreSQL database.
+
+    Every table is copied in one transaction and its row count checked; the SQLite file
+    is not changed. Feed ids and Message-IDs stay the same. Then set [store] url.
+
+    \b
+    Example:
+      digest store copy --to postgresql://digest@db.example.org/digest
+    """
+    from .lock import exclusive
+    from .storecopy import copy_store
+
+    config = _config(config_path)
+    if config.store_url:
+        raise UsageError("this config already uses PostgreSQL ([store] url or "
+                         "$DIGEST_STORE_URL); copy from a config that uses the SQLite store")
+    with exclusive(config.data_dir, "store copy"):  # no run writes the file meanwhile
+        report = copy_store(config.store_path, url,
+                            progress=None if as_json else lambda line: click.echo(line,
+                                                                                  err=True))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    for line in report.lines():
+        click.echo(line)
+    click.echo("next: add [store] url to the config (or export DIGEST_STORE_URL)")
 
 
 @cli.command("serve")

@@ -171,6 +171,7 @@ class Config:
     poll_interval: float = 600.0
     ranking: RankingConfig = RankingConfig()
     site_dir: Path | None = None  # the browsable site (index, archives, issue pages)
+    store_url: str | None = None  # PostgreSQL ([store] url, $DIGEST_STORE_URL); None: SQLite
     enrich: bool = True  # look up links and names of papers read without them
     enrich_budget: int = 30  # seconds a run may spend on that at most
 
@@ -188,6 +189,15 @@ class Config:
     def store_path(self) -> Path:
         """The SQLite store file."""
         return self.data_dir / "digest.sqlite3"
+
+    @property
+    def store_name(self) -> str:
+        """Where the store is, as messages name it (a PostgreSQL URL has no password)."""
+        return self.store_url.split("@")[-1] if self.store_url else str(self.store_path)
+
+    def has_store(self) -> bool:
+        """A store exists (PostgreSQL: always; it is made on first use)."""
+        return bool(self.store_url) or self.store_path.is_file()
 
     @property
     def digests_dir(self) -> Path:
@@ -406,7 +416,9 @@ DEFAULT_SOURCE_URLS = {
 _SMTP_KEYS = ("host", "port", "security", "username", "password_env", "from", "reply_to",
               "max_per_minute", "timeout", "ca_file", "unsubscribe_mailto")
 _RANKING_KEYS = ("semantic", "model")
-_TOP_KEYS = ("digest", "subscribers", "smtp", "sources", "ranking")
+_TOP_KEYS = ("digest", "subscribers", "smtp", "sources", "ranking", "store")
+_STORE_KEYS = ("url",)
+STORE_URL_ENV = "DIGEST_STORE_URL"  # a PostgreSQL URL; wins over [store] url
 _DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
@@ -631,6 +643,32 @@ def _smtp(base: Path, path: Path, check: _Checker, data: Any) -> SmtpConfig | No
         from_name=from_name)
 
 
+def _store_url(check: _Checker, data: Any) -> str | None:
+    """``$DIGEST_STORE_URL``, else ``[store] url``: a PostgreSQL URL without a password
+    (libpq reads it from ``PGPASSWORD`` or ``~/.pgpass``); None: SQLite in data_dir."""
+    if data is not None and not isinstance(data, dict):
+        check.add("", None, "store", "expected a [store] table")
+        data = None
+    if data is not None:
+        check.unknown("store", None, data, _STORE_KEYS)
+    from_env = os.environ.get(STORE_URL_ENV, "").strip()
+    url = from_env or (_typed(check, "store", None, data, "url", str, None, "a URL")
+                       if data is not None else None)
+    if url is None:
+        return None
+    where = f"${STORE_URL_ENV}" if from_env else "[store].url"
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        check.add("store", None, "url", f"{where}: {url.split('@')[-1]!r} is not a "
+                  "postgresql:// URL (leave it out to keep the SQLite store in data_dir)")
+        return None
+    if parts.password is not None or re.search(r"(?i)(?:^|&)password=", parts.query):
+        check.add("store", None, "url", f"{where} holds a password: take it out and put it "
+                  "in PGPASSWORD or ~/.pgpass (passwords never go in the config)")
+        return None
+    return url
+
+
 def _ranking(base: Path, check: _Checker, data: Any) -> RankingConfig:
     if data is None:
         return RankingConfig()
@@ -759,6 +797,7 @@ def parse_config(path: Path, text: str) -> Config:
         poll_interval=_interval(check, digest),
         ranking=_ranking(base, check, raw.get("ranking")),
         subscribers=tuple(s for s in subscribers if s is not None),
+        store_url=_store_url(check, raw.get("store")),
         enrich=_typed(check, "digest", None, digest, "enrich", bool, True, "true or false"),
         enrich_budget=_integer(check, "digest", None, digest, "enrich_budget", 30, 0,
                                MAX_ENRICH_BUDGET, " seconds"),

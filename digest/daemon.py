@@ -27,7 +27,7 @@ from .fsutil import remove_stale_temps
 from .lock import exclusive
 from .models import RunReport
 from .pipeline import run
-from .store import Store
+from .store import Store, open_store
 
 Clock = Callable[[], datetime]
 
@@ -58,8 +58,9 @@ class Daemon:
     def __init__(self, config: Config, *, now: Clock = _utc_now,
                  log: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, http_timeout: float = 30.0,
-                 send: bool = True) -> None:
+                 send: bool = True, workers: int = 1) -> None:
         self.config = config
+        self.workers = workers  # processes making a tick's digests (``run --workers``)
         self.now = now
         self.log = log or (lambda _line: None)
         self.sleep = sleep
@@ -87,7 +88,7 @@ class Daemon:
     def tick(self) -> TickReport:
         """Poll every source, then publish the digests that are due."""
         moment = self.now()
-        store = Store.open(self.config.store_path)
+        store = open_store(self.config)
         try:
             polled = (poll(self.config, store, now=self.now, timeout=self.http_timeout,
                            sleep=self.sleep, log=self.log, stop=self.stopping.is_set)
@@ -99,13 +100,16 @@ class Daemon:
         for name, reason in polled.failed:
             report.errors.append(f"source {name}: {reason}")
         report.run = run(self.config, now=self.now, extra=polled.folders, due=owed,
-                         send=self.send, report=RunReport(sink=self.log), wait=True)
-        store = Store.open(self.config.store_path)
+                         send=self.send, report=RunReport(sink=self.log), wait=True,
+                         workers=self.workers)
+        store = open_store(self.config)
         try:  # those with nothing new; a digest marked its own slot when it was recorded
             # Only slots that moved: "every run" has none, and a slot already kept stays.
+            # Not those another worker (a host that may have died) was making: they are
+            # owed again next tick, when its claim may have run out.
             store.set_job_slots({**{f"digest:{name}": slot for name, slot in owed.items()
-                                    if slot is not None and
-                                    self._slots.get(f"digest:{name}") != slot},
+                                    if slot is not None and name not in report.run.held
+                                    and self._slots.get(f"digest:{name}") != slot},
                                  "poll": None}, moment)
         finally:
             store.close()

@@ -60,7 +60,11 @@ class LockedError(DigestError):
 
 
 class StoreError(DigestError):
-    """The SQLite store is unusable (locked, corrupt, from a newer digest)."""
+    """The store is unusable (locked, corrupt, from a newer digest, the server gone)."""
+
+
+class MovedOn(StoreError):
+    """A reader's cursor moved while their digest was made: another worker recorded it."""
 
 
 class DeliveryError(DigestError):

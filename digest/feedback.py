@@ -14,7 +14,7 @@ from .config import Config
 from .errors import UsageError
 from .identity import normalise_title
 from .models import Paper, Vote
-from .store import Store
+from .store import open_store, read_only_store
 
 
 def check_subscriber(config: Config, subscriber: str) -> None:
@@ -39,10 +39,10 @@ def record(config: Config, subscriber: str, likes: Sequence[str] = (),
     votes = [(k, True) for k in likes] + [(k, False) for k in dislikes]
     if not votes:
         raise UsageError("nothing to record: give --like KEY or --dislike KEY")
-    if not config.store_path.is_file():
-        raise UsageError(f"{config.store_path}: no papers have been ingested yet, so there is "
+    if not config.has_store():
+        raise UsageError(f"{config.store_name}: no papers have been ingested yet, so there is "
                          "nothing to vote on; run `digest run` first")
-    store = Store.open(config.store_path)
+    store = open_store(config)
     try:
         return store.record_votes(subscriber, votes, now or datetime.now(UTC))
     finally:
@@ -52,7 +52,7 @@ def record(config: Config, subscriber: str, likes: Sequence[str] = (),
 def votes(config: Config, subscriber: str) -> list[Vote]:
     """A reader's votes, newest first (none when there is no store yet; nothing is created)."""
     check_subscriber(config, subscriber)
-    store = Store.read_only(config.store_path)
+    store = read_only_store(config)
     if store is None:
         return []
     try:
@@ -64,9 +64,9 @@ def votes(config: Config, subscriber: str) -> list[Vote]:
 def undo(config: Config, subscriber: str, keys: Sequence[str]) -> int:
     """Forget the reader's votes on these papers; return how many there were."""
     check_subscriber(config, subscriber)
-    if not config.store_path.is_file():
+    if not config.has_store():
         return 0
-    store = Store.open(config.store_path)
+    store = open_store(config)
     try:
         return store.remove_votes(subscriber, keys)
     finally:
@@ -76,9 +76,9 @@ def undo(config: Config, subscriber: str, keys: Sequence[str]) -> int:
 def reset(config: Config, subscriber: str) -> int:
     """Forget every vote of a reader; return how many there were."""
     check_subscriber(config, subscriber)
-    if not config.store_path.is_file():
+    if not config.has_store():
         return 0
-    store = Store.open(config.store_path)
+    store = open_store(config)
     try:
         return store.reset_votes(subscriber)
     finally:

@@ -48,15 +48,17 @@ _sections: list[_Section] = []  # the publishing sections open in this process
 
 
 @contextmanager
-def publishing(data_dir: Path) -> Iterator[None]:
+def publishing(data_dir: Path, *, restore: bool = True) -> Iterator[None]:
     """Writes within may leave temporary files if the process dies: the first of them
     durably removes the data folder's clean mark, and a clean exit puts it back. So a run
     looks for leftovers (``leftovers_possible``) only after a write was cut short, instead
     of in every folder every time. A section that found the mark missing (leftovers may be
     waiting for a run) never puts it back. Another writer finishing meanwhile can put the
     mark back early; the worst that does is leave a stale temporary file in a hidden
-    folder."""
-    section = _Section(data_dir / CLEAN_MARK, os.path.exists(data_dir / CLEAN_MARK))
+    folder. ``restore=False``: never put it back (a helper process of a run, whose writes
+    the run's own section answers for)."""
+    section = _Section(data_dir / CLEAN_MARK,
+                       restore and os.path.exists(data_dir / CLEAN_MARK))
     _sections.append(section)
     try:
         yield
@@ -64,6 +66,13 @@ def publishing(data_dir: Path) -> Iterator[None]:
             mark_clean(data_dir)
     finally:
         _sections.remove(section)
+
+
+def mark_unclean(data_dir: Path) -> None:
+    """Leftovers may exist (another process's writes were cut short): the next run looks."""
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / CLEAN_MARK).unlink()
+        _fsync_folder(data_dir)
 
 
 def leftovers_possible(data_dir: Path) -> bool:
@@ -250,3 +259,22 @@ def _creation_problem(folder: Path) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {folder}: {parent} is not writable"
     return None
+
+
+PUBLISHER_FILE = "publisher"  # in the data folder: who publishes this folder's files
+
+
+def publisher_id(data_dir: Path) -> str:
+    """This data folder's publisher id: made once (random), kept in the folder. Two hosts
+    with their own data folders on one store are two publishers."""
+    path = data_dir / PUBLISHER_FILE
+    with contextlib.suppress(OSError):
+        found = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{12}", found):
+            return found
+    made = os.urandom(6).hex()
+    with contextlib.suppress(OSError):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, f"{made}\n".encode("ascii"))
+        return path.read_text(encoding="ascii").strip()
+    return made  # an unwritable folder: the check of the output folders says so

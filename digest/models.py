@@ -223,6 +223,7 @@ class RunReport:
     new_per_dump: dict[str, int] = field(default_factory=dict)
     total_papers: int = 0
     digests: list[dict[str, object]] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # readers another worker was making
     feeds_written: list[str] = field(default_factory=list)
     feeds_unchanged: list[str] = field(default_factory=list)
     site_written: list[str] = field(default_factory=list)  # site pages whose bytes changed

@@ -17,17 +17,18 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from . import __version__
 from .config import Config, RankingConfig, SmtpConfig
-from .errors import ConfigError, InputError, StoreError
+from .errors import ConfigError, DigestError, InputError, MovedOn, StoreError
 from .faults import checkpoint
 from .feed import build_feed
 from .fit import fit_html
@@ -37,6 +38,7 @@ from .fsutil import (
     folder_problem,
     leftovers_possible,
     mark_clean,
+    mark_unclean,
     publishing,
     remove_stale_temps,
 )
@@ -55,13 +57,15 @@ from .models import (
 )
 from .rank import Corpus, rank, stems_of
 from .render import Renderer
-from .send import SendReport, deliver
+from .send import SendReport, deliver, worker_name
 from .site import build_site, site_current, stem
 from .sources import inbox_files, iter_dumps
-from .store import Cursor, Outgoing, Store
+from .store import Cursor, Outgoing, Store, open_store, snapshot_store
 from .tokens import load_secret
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
 
     from .embed import Embedder, VectorCache
@@ -366,65 +370,132 @@ def make_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
                  semantic: Semantic | None = None,
                  warn: Callable[[str], None] | None = None,
                  secret: bytes | None = None) -> list[Rendered]:
-    """Each subscriber's next digest (papers first seen since their last one).
+    """Each subscriber's next digest (papers first seen since their last one), as a list
+    (``iter_digests`` makes them one at a time)."""
+    return list(iter_digests(store, config, renderer, now, only, persist, mail, due, semantic,
+                             warn, secret))
+
+
+RENDER_LEASE = timedelta(minutes=10)  # a reader claimed by a worker that died waits this
+
+
+def iter_digests(store: Store, config: Config, renderer: Renderer, now: Clock,
+                 only: str | None = None, persist: bool = True,
+                 mail: MailContext | None = None,
+                 due: Mapping[str, datetime | None] | None = None,
+                 semantic: Semantic | None = None,
+                 warn: Callable[[str], None] | None = None,
+                 secret: bytes | None = None, *, worker: str | None = None,
+                 start: int = 0, upto: int | None = None, held: list[str] | None = None,
+                 stop: Callable[[], bool] | None = None) -> Iterator[Rendered]:
+    """Each subscriber's next digest (papers first seen since their last one), made (and
+    with ``persist`` published) one at a time, so memory does not grow with readers.
 
     A subscriber the store has not registered yet gets none: registration happens with
     the first ingest that follows, so they start with the papers of their first run.
     Papers the subscriber already voted on are left out (their votes still train).
     With ``secret`` (and ``site_url``) the renderings carry the reader's 👍/👎 links.
+
+    With ``worker`` several workers (processes, hosts) share the readers: each reader is
+    claimed (``Store.claim_reader``) and their cursor read again before their digest is
+    made, and one another worker recorded meanwhile is skipped. ``start``: the reader to
+    begin with (workers begin apart and go round, so they seldom meet). ``upto``: the
+    newest run to cover, read under the ingest hold (by default the newest run; another
+    host's ingest may be half done after it). ``held`` collects the readers left to
+    another worker's live claim; ``stop`` ends the round early when it says so.
     """
-    upto = store.latest_run()
+    upto = store.latest_run() if upto is None else upto
     zone = ZoneInfo(config.timezone)
-    stems: set[str] | None = None  # worked out once, only if anyone gets a digest
+    stems: list[set[str]] = []  # worked out once, only if anyone gets a digest
     warn = _once(warn)
     # Subscribers at the same cursor (and with no votes on its papers) share one batch.
     batches: dict[int, Batch] = {}
-    out: list[Rendered] = []
     cursors = store.cursors(before=upto)  # only those with papers waiting
-    for profile in config.subscribers:
+    order = list(config.subscribers)
+    if order:
+        order = order[start % len(order):] + order[:start % len(order)]
+    for profile in order:
         if (only is not None and profile.name != only) or (due is not None and
                                                             profile.name not in due):
             continue
+        if stop is not None and stop():
+            return
         cursor = cursors.get(profile.name)
         if cursor is None or cursor.run >= upto:
             continue
-        if cursor.run not in batches:
-            papers = store.papers_after(cursor.run, upto)
-            batches[cursor.run] = Batch(papers, min(
-                (p.first_seen for p in papers if p.first_seen), default=None))
-        batch = batches[cursor.run]
-        votes = store.votes(profile.name)
-        judged = {v.paper.key for v in votes}
-        papers = [p for p in batch.papers if p.key not in judged]
-        if not papers:
+        claimed = False
+        if worker is not None and persist:
+            cursor = store.cursor(profile.name)  # another worker may have done them
+            if cursor is None or cursor.run >= upto:
+                continue
+            at = now()
+            if not store.claim_reader(profile.name, worker, at + RENDER_LEASE, at):
+                if held is not None:
+                    held.append(profile.name)
+                continue  # another worker is making it
+            claimed = True
+            cursor = store.cursor(profile.name)
+            if cursor is None or cursor.run >= upto:
+                store.release_reader(profile.name, worker)
+                continue
+        try:
+            rendered = _one_digest(store, config, renderer, now, profile, cursor, upto,
+                                   batches, zone, mail, semantic, warn, secret, stems)
+            if rendered is not None and persist:
+                slot = (f"digest:{profile.name}", due[profile.name]) if due is not None \
+                    else None
+                rendered = _publish_digest(store, config, cursor, upto, rendered, slot,
+                                           worker if claimed else None)
+        except BaseException:
+            if claimed:
+                with contextlib.suppress(StoreError, sqlite3.Error):
+                    store.release_reader(profile.name, str(worker))
+            raise
+        if rendered is None:
+            if claimed:
+                store.release_reader(profile.name, str(worker))
             continue
-        if stems is None:
-            stems = stems_of(config.subscribers)
-        corpus, queries = batch.corpus(papers, stems, store, semantic, warn,
-                                       config.subscribers)
-        items, rest = rank(corpus, profile, votes, queries)
-        generated = now().astimezone(zone)
-        digest = Digest(
-            title=config.title, profile=profile, number=cursor.last_issue + 1,
-            generated_at=generated,
-            covers_from=(cursor.last_digest_at or batch.first or generated).astimezone(zone)
-            if cursor.last_issue else None,
-            covers_to=generated, new_count=len(papers), items=tuple(items),
-            others=tuple(rest[: config.also_new]), others_total=len(rest),
-            page_dates=tuple(store.page_dates(cursor.run, upto)),
-            feed_url=config.feed_url(profile.name) if profile.feed else None,
-            intro=config.intro,
-        )
-        links = links_for(config.site_url, secret, profile.name)
-        rendered = Rendered(digest, renderer.markdown(digest, links=links),
-                            renderer.html_page(digest, links=links),
-                            mail=mail.message(config, renderer, digest, warn)
-                            if mail else None)
-        if persist:
-            slot = (f"digest:{profile.name}", due[profile.name]) if due is not None else None
-            rendered = _publish_digest(store, config, cursor, upto, rendered, slot)
-        out.append(rendered)
-    return out
+        yield rendered
+
+
+def _one_digest(store: Store, config: Config, renderer: Renderer, now: Clock,
+                profile: Profile, cursor: Cursor, upto: int, batches: dict[int, Batch],
+                zone: ZoneInfo, mail: MailContext | None, semantic: Semantic | None,
+                warn: Callable[[str], None] | None, secret: bytes | None,
+                stems: list[set[str]]) -> Rendered | None:
+    """One reader's digest of the runs after their cursor (None: nothing for them).
+    ``stems``: the readers' stems, worked out the first time anyone gets a digest."""
+    if cursor.run not in batches:
+        papers = store.papers_after(cursor.run, upto)
+        batches[cursor.run] = Batch(papers, min(
+            (p.first_seen for p in papers if p.first_seen), default=None))
+    batch = batches[cursor.run]
+    votes = store.votes(profile.name)
+    judged = {v.paper.key for v in votes}
+    papers = [p for p in batch.papers if p.key not in judged]
+    if not papers:
+        return None
+    if not stems:
+        stems.append(stems_of(config.subscribers))
+    corpus, queries = batch.corpus(papers, stems[0], store, semantic, warn,
+                                   config.subscribers)
+    items, rest = rank(corpus, profile, votes, queries)
+    generated = now().astimezone(zone)
+    digest = Digest(
+        title=config.title, profile=profile, number=cursor.last_issue + 1,
+        generated_at=generated,
+        covers_from=(cursor.last_digest_at or batch.first or generated).astimezone(zone)
+        if cursor.last_issue else None,
+        covers_to=generated, new_count=len(papers), items=tuple(items),
+        others=tuple(rest[: config.also_new]), others_total=len(rest),
+        page_dates=tuple(store.page_dates(cursor.run, upto)),
+        feed_url=config.feed_url(profile.name) if profile.feed else None,
+        intro=config.intro,
+    )
+    links = links_for(config.site_url, secret, profile.name)
+    return Rendered(digest, renderer.markdown(digest, links=links),
+                    renderer.html_page(digest, links=links),
+                    mail=mail.message(config, renderer, digest, warn) if mail else None)
 
 
 def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
@@ -466,21 +537,31 @@ class Batch:
 
 
 def _publish_digest(store: Store, config: Config, cursor: Cursor, upto: int,
-                    rendered: Rendered, slot: tuple[str, datetime | None] | None) -> Rendered:
+                    rendered: Rendered, slot: tuple[str, datetime | None] | None,
+                    claim: str | None = None) -> Rendered | None:
+    """Record one digest and write its files, in the transaction that moves the reader's
+    cursor (None: another worker recorded this issue first, after this one's lease ran
+    out, or a helper of a killed run did; nothing of ours was written)."""
     digest = rendered.digest
     name = stem(digest.number, digest.generated_at)
     folder = config.digests_dir / digest.profile.name
     md_path, html_path = folder / f"{name}.md", folder / f"{name}.html"
-    if folder.is_dir():  # files of this issue number that a crash left unrecorded
-        for stale in folder.glob(f"{digest.number:04d}-*"):
-            if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
-                stale.unlink()
-    atomic_write(md_path, rendered.markdown.encode("utf-8"))
-    atomic_write(html_path, rendered.html.encode("utf-8"))
-    checkpoint("run:after-render")
-    store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
-                       digest.generated_at, digest.new_count, digest.items,
-                       (str(md_path), str(html_path)), rendered.mail, slot)
+
+    def write() -> None:  # the cursor is ours: no other worker writes this issue now
+        if folder.is_dir():  # files of this issue number that a crash left unrecorded
+            for stale in folder.glob(f"{digest.number:04d}-*"):
+                if stale not in (md_path, html_path) and stale.suffix in (".md", ".html"):
+                    stale.unlink()
+        atomic_write(md_path, rendered.markdown.encode("utf-8"))
+        atomic_write(html_path, rendered.html.encode("utf-8"))
+        checkpoint("run:after-render")
+
+    try:
+        store.record_issue(digest.profile.name, digest.number, cursor.run, upto,
+                           digest.generated_at, digest.new_count, digest.items,
+                           (str(md_path), str(html_path)), rendered.mail, slot, claim, write)
+    except MovedOn:  # another worker (or a helper of a run that was killed) recorded it
+        return None
     return Rendered(digest, rendered.markdown, rendered.html, (str(md_path), str(html_path)),
                     rendered.mail)
 
@@ -495,7 +576,15 @@ def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, d
     return authority, tag_date, datetime.fromisoformat(created)
 
 
-FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + a reader's name: what made their feed
+FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + publisher:name: what made a feed
+
+
+def publisher(config: Config) -> str:
+    """Who publishes these files: one id per data folder (kept in it), so two hosts on one
+    store each know what their own feeds and pages were built from."""
+    from .fsutil import publisher_id
+
+    return publisher_id(config.data_dir)
 
 
 @functools.cache
@@ -523,7 +612,7 @@ def feed_fingerprints(config: Config, renderer: Renderer, identity: tuple[str, s
         default=str).encode()).hexdigest() for p in config.subscribers if p.feed}
 
 
-FEEDS_BUILT = "feeds_built"  # store meta: the state every feed was last found current in
+FEEDS_BUILT = "feeds_built:"  # store meta, + publisher: the state its feeds were current in
 
 
 def feeds_state(store: Store, config: Config, renderer: Renderer,
@@ -531,7 +620,7 @@ def feeds_state(store: Store, config: Config, renderer: Renderer,
     """One hash of what all the feeds are made from: what every fingerprint hashes, the
     newest issue, and how many feeds are known current (a changed paper drops its feeds'
     fingerprints). "" while a feed was built with an entry left out (marked partial)."""
-    state = store.feed_state(FEED_FINGERPRINT)
+    state = store.feed_state(f"{FEED_FINGERPRINT}{publisher(config)}:")
     if state[2]:
         return ""  # a feed left an entry out: it is tried (and told) again every run
     common = _feed_common(config, renderer, identity)
@@ -564,7 +653,8 @@ def _feed_readers(config: Config) -> str:
 def feeds_current(store: Store, config: Config, renderer: Renderer, now: Clock) -> bool:
     """True when ``write_feeds`` would build no feed now (its quick check)."""
     state = feeds_state(store, config, renderer, feed_identity(store, config, now))
-    return bool(state) and store.meta(FEEDS_BUILT) == state and _feeds_there(config)
+    return bool(state) and store.meta(FEEDS_BUILT + publisher(config)) == state and \
+        _feeds_there(config)
 
 
 def _feed_paths(config: Config) -> list[str]:
@@ -610,7 +700,8 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
     identity = feed_identity(store, config, now)
     authority, tag_date, created = identity
     state = feeds_state(store, config, renderer, identity)
-    if state and store.meta(FEEDS_BUILT) == state and _feeds_there(config):
+    me = publisher(config)
+    if state and store.meta(FEEDS_BUILT + me) == state and _feeds_there(config):
         report.feeds_unchanged += _feed_paths(config)  # nothing changed; every file is there
         return
     marks = feed_fingerprints(config, renderer, identity)
@@ -619,8 +710,10 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
             continue
         path = config.feeds_dir / f"{profile.name}.atom"
         mark = marks[profile.name]
-        built_from = f"{mark} {_sha_of(store.feed_sources(profile.name, config.feed_size))}"
-        if store.meta(FEED_FINGERPRINT + profile.name) == built_from and path.is_file():
+        built_from = (f"{mark} {_sha_of(store.feed_sources(profile.name, config.feed_size))}"
+                      f" {store.feed_generation(profile.name)}")
+        key = f"{FEED_FINGERPRINT}{me}:{profile.name}"
+        if store.meta(key) == built_from and path.is_file():
             report.feeds_unchanged.append(str(path))
             continue
 
@@ -656,10 +749,10 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
         store.keep_feed_entries(profile.name, made,
                                 oldest=min((i for i, _, _, _ in window), default=None),
                                 # an entry left out is tried (and told) again next run
-                                meta=(FEED_FINGERPRINT + profile.name,
+                                meta=(key,
                                       f"{built_from} partial" if left_out else built_from))
     with contextlib.suppress(StoreError):  # not kept: the next run checks each feed again
-        store.set_meta(FEEDS_BUILT, feeds_state(store, config, renderer, identity))
+        store.set_meta(FEEDS_BUILT + me, feeds_state(store, config, renderer, identity))
 
 
 _RENDERERS: dict[tuple[str, tuple[tuple[str, int, int], ...]], Renderer] = {}
@@ -689,7 +782,8 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
         report: RunReport | None = None, send: bool = True,
         progress: Callable[[str], None] | None = None,
         due: Mapping[str, datetime | None] | None = None,
-        wait: bool = False, semantic: Semantic | None = None) -> RunReport:
+        wait: bool = False, semantic: Semantic | None = None,
+        workers: int = 1) -> RunReport:
     """The main job: ingest the inbox, publish digests, regenerate feeds and the site,
     send e-mail.
 
@@ -697,7 +791,10 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
     slot is marked done in the transaction that records the digest; the others' new papers
     wait for their own slot. ``wait`` queues behind another run. ``semantic`` is a model
     loaded already (a daemon's, kept across runs); by default ``[ranking]`` says.
+    ``workers``: processes making the digests (this one and ``workers - 1`` more).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     report = report or RunReport()
     if config.smtp is not None:
         config.smtp.password()  # a missing password is an error before anything is rendered
@@ -706,84 +803,272 @@ def run(config: Config, *, now: Clock = utc_now, extra: Iterable[Path] = (),
                     "create it and drop page dumps there (key [digest].inbox)")
     renderer = checked_renderer(config.templates)  # broken templates stop it before ingest
     with exclusive(config.data_dir, "run", wait=wait):
-        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic)
+        _run_locked(config, renderer, now, extra, report, send, progress, due, semantic, wait,
+                    workers)
     return report
 
 
 def _run_locked(config: Config, renderer: Renderer, now: Clock, extra: Iterable[Path],
                 report: RunReport, send: bool, progress: Callable[[str], None] | None,
                 due: Mapping[str, datetime | None] | None,
-                semantic: Semantic | None) -> None:
+                semantic: Semantic | None, wait: bool = False, workers: int = 1) -> None:
     # Before anything is recorded (or a new store made): nothing half-published. An existing
     # store is asked below which readers can get an issue, and only their folders checked.
-    none = () if config.store_path.is_file() else None
+    none = () if config.has_store() else None
     check_output_folders(config, digests=none, site=none, feeds=none)
     remove_leftovers(config, report)
-    store = Store.open(config.store_path)
+    store = open_store(config)
     own = semantic is None
     try:
-        files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
-        # Before ingest: with a file to ingest anyone may get an issue; without, only those
-        # already behind (their digest folders; the feeds and the site are checked below).
-        behind = None if files else store.behind()
-        check_output_folders(config, digests=behind, site=behind, feeds=behind)
         semantic = semantic or semantic_for(config.ranking, _note(report))
-        ingest(store, files, report, now,
-               subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),
-               semantic=semantic, progress=progress)
-        checkpoint("run:after-ingest")
-        if enrichment_enabled(config):
-            enrich_papers(store, config, report, now, progress)
-        quiet = False
-        if not files:
-            # The feeds and the site are rebuilt only if something that makes them changed
-            # (a late link, an edited config): then any reader's feed or pages may be
-            # written, so all of them are checked before an issue is recorded.
-            feeds_ok = feeds_current(store, config, renderer, now)
-            site_ok = site_current(config, store, renderer, load_secret(
-                config.data_dir, create=False) if config.site_url else None)
-            quiet = feeds_ok and site_ok
-            if not quiet:
-                check_output_folders(config, digests=(), site=() if site_ok else None,
-                                     feeds=() if feeds_ok else None)
-        mail = MailContext.of(config, store)
-        secret = mail.secret if mail else load_secret(config.data_dir) if config.site_url \
-            else None
-        with publishing(config.data_dir):
-            _publish(store, config, renderer, now, report, mail, due, semantic, secret, quiet)
-        checkpoint("run:before-send")
-        if send and config.smtp is not None:
-            report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
-                                      progress=progress)
+        _run_store(store, config, renderer, now, extra, report, send, progress, due,
+                   semantic, wait, workers)
     finally:
         store.close()
         if semantic is not None and own:
             semantic.close()
 
 
+def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
+               extra: Iterable[Path], report: RunReport, send: bool,
+               progress: Callable[[str], None] | None,
+               due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
+               wait: bool, workers: int) -> None:
+    # Ingest (and link lookups) one run at a time among every host on the store (a paper
+    # is new in exactly one run); digests are claimed per reader, so runs on several
+    # hosts, and a run's workers, share the publishing.
+    with store.hold("ingest", wait=wait):
+        files = [p for p in [*inbox_files(config.inbox), *extra] if not store.known_file(p)]
+        # Before ingest: with a file to ingest anyone may get an issue; without, only those
+        # already behind (their digest folders; the feeds and the site are checked below).
+        behind = None if files else store.behind()
+        check_output_folders(config, digests=behind, site=behind, feeds=behind)
+        ingest(store, files, report, now,
+               subscribers=[p.name for p in config.subscribers],
+               zone=ZoneInfo(config.timezone), semantic=semantic, progress=progress)
+        checkpoint("run:after-ingest")
+        if enrichment_enabled(config):
+            enrich_papers(store, config, report, now, progress)
+        # Read under the hold: another host's ingest, one transaction per dump, may add
+        # papers to its run after this; they wait for the next digest, never skipped.
+        upto = store.latest_run()
+    quiet = False
+    if not files:
+        # The feeds and the site are rebuilt only if something that makes them changed
+        # (a late link, an edited config): then any reader's feed or pages may be
+        # written, so all of them are checked before an issue is recorded.
+        feeds_ok = feeds_current(store, config, renderer, now)
+        site_ok = site_current(config, store, renderer, load_secret(
+            config.data_dir, create=False) if config.site_url else None)
+        quiet = feeds_ok and site_ok
+        if not quiet:
+            check_output_folders(config, digests=(), site=() if site_ok else None,
+                                 feeds=() if feeds_ok else None)
+    mail, secret = _mail_and_secret(config, store)
+    with publishing(config.data_dir):
+        failed = _publish(store, config, renderer, now, report, mail, due, semantic, secret,
+                          quiet, upto, workers)
+    checkpoint("run:before-send")
+    if send and config.smtp is not None:
+        report.delivery = deliver(store, config.smtp, now, allowed=mail_recipients(config),
+                                  progress=progress)
+    if failed:  # what every worker recorded is published and sent: now say what failed
+        mark_unclean(config.data_dir)  # a helper's write may have been cut short
+        raise failed[0]
+
+
 def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
              report: RunReport, mail: MailContext | None,
              due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
-             secret: bytes | None, quiet: bool) -> None:
+             secret: bytes | None, quiet: bool, upto: int | None = None,
+             workers: int = 1) -> list[BaseException]:
     """Digests, feeds and the site: everything a run writes into the output folders.
     ``quiet``: the feeds and the site were found current; with no issue recorded since,
-    they still are."""
-    published = make_digests(store, config, renderer, now, mail=mail, due=due,
-                             semantic=semantic, warn=report.warn, secret=secret)
-    if quiet and not published:
+    they still are. Each digest is published as it is made and only its summary kept.
+    Returns what went wrong in helper processes (raised by the caller once the digests
+    they and this process recorded are published and sent)."""
+    upto = store.latest_run() if upto is None else upto
+    waiting = _waiting(store, config, due, upto)
+    helpers, stop = _start_helpers(config, now, due, upto, min(workers, waiting), report.warn)
+    # On SQLite one run at a time uses the store (the data folder's lock): claims are
+    # needed only among its own workers. On a server another host's run may share it.
+    shared = bool(helpers) or store.engine != "sqlite"
+    try:
+        for rendered in iter_digests(store, config, renderer, now, mail=mail, due=due,
+                                     semantic=semantic, warn=report.warn, secret=secret,
+                                     worker=worker_name(0) if shared else None, upto=upto,
+                                     held=report.held):
+            report.digests.append(_summary(rendered, 0))
+    except BaseException:
+        if stop is not None:
+            stop.set()  # each helper finishes the reader in hand, then returns
+        for helper in helpers:  # wait for them (what they recorded stands); ours is raised
+            with contextlib.suppress(BaseException):
+                helper.exception()
+        raise
+    failed: list[BaseException] = []
+    for n, helper in enumerate(helpers, 1):
+        try:
+            digests, warnings, held, error = helper.result()
+        except BrokenProcessPool:
+            failed.append(DigestError(
+                f"{config.data_dir}: digest worker {n} died (killed, or out of memory); "
+                "every digest recorded stands, and the readers it held get theirs from a "
+                f"run {int(RENDER_LEASE.total_seconds() // 60)} minutes on at the latest "
+                "(their claim's lease)"))
+            continue
+        except BaseException as exc:  # the others are still waited for
+            failed.append(exc)
+            continue
+        report.digests += digests
+        report.held += held
+        for line in warnings:
+            report.warn(line)
+        if error is not None:
+            failed.append(error.exception(n))
+    order = {p.name: n for n, p in enumerate(config.subscribers)}
+    report.digests.sort(key=lambda d: order.get(str(d["subscriber"]), len(order)))
+    if quiet and not report.digests:
         report.feeds_unchanged += _feed_paths(config)
-        return
-    for rendered in published:
-        d = rendered.digest
-        report.digests.append({
-            "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
-            "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
-            "html": rendered.paths[1] if rendered.paths else None,
-            "mail": rendered.mail.recipient if rendered.mail else None})
+        return failed
     write_feeds(store, config, renderer, now, report)
     site = build_site(config, store, renderer, secret,
-                      subscribers={r.digest.profile.name for r in published})
+                      subscribers={str(d["subscriber"]) for d in report.digests})
     report.site_written += site.written
+    return failed
+
+
+def _waiting(store: Store, config: Config, due: Mapping[str, datetime | None] | None,
+             upto: int) -> int:
+    """How many readers (due, if ``due``) have papers waiting: more workers than that
+    would have nothing to do."""
+    behind = store.cursors(before=upto)
+    return sum(1 for p in config.subscribers
+               if p.name in behind and (due is None or p.name in due))
+
+
+def _summary(rendered: Rendered, worker: int) -> dict[str, object]:
+    """What a run reports of a digest it published (the renderings themselves go);
+    ``worker``: which of the run's processes made it (0: the run's own)."""
+    d = rendered.digest
+    return {"worker": worker, "subscriber": d.profile.name, "issue": d.number, "new": d.new_count,
+            "matched": len(d.items), "markdown": rendered.paths[0] if rendered.paths else None,
+            "html": rendered.paths[1] if rendered.paths else None,
+            "mail": rendered.mail.recipient if rendered.mail else None}
+
+
+def _mail_and_secret(config: Config, store: Store) -> tuple[MailContext | None, bytes | None]:
+    """What making e-mails needs, and the key of the vote and unsubscribe links."""
+    mail = MailContext.of(config, store)
+    return mail, mail.secret if mail else load_secret(config.data_dir) if config.site_url \
+        else None
+
+
+@dataclass(frozen=True, slots=True)
+class HelperError:
+    """What went wrong in a helper process, as plain data (any exception crosses back)."""
+
+    kind: str
+    message: str
+    exit_code: int
+    trace: str | None  # a bug's traceback (a DigestError explains itself)
+
+    def exception(self, n: int) -> DigestError:
+        error = DigestError(f"digest worker {n}: {self.message}" + (
+            f"\n{self.trace}" if self.trace else ""))
+        error.exit_code = self.exit_code
+        return error
+
+
+Share = tuple[list[dict[str, object]], list[str], list[str], HelperError | None]
+_STOP: Any = None  # in a helper process: the run's stop event
+
+
+def _helper_init(stop: Any) -> None:
+    """A helper's start: SIGINT (Ctrl-C reaches the whole process group) and SIGTERM
+    (systemd stops every process of the service) finish the reader in hand, then return;
+    the run's process decides what to do."""
+    import signal
+
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, lambda _n, _f: stop.set())
+    signal.signal(signal.SIGTERM, lambda _n, _f: stop.set())
+
+
+def _start_helpers(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
+                   upto: int, workers: int, warn: Callable[[str], None]
+                   ) -> tuple[list[Future[Share]], Any]:
+    """``workers - 1`` processes making digests beside this one, each starting its round
+    of the readers at its own share; each in a pool of its own, so one that dies takes
+    no other with it. Also the event that tells them to stop."""
+    if workers < 2:
+        return [], None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    share = max(1, len(config.subscribers) // workers)
+    started: list[Future[Share]] = []
+    for n in range(1, workers):
+        try:
+            pool = ProcessPoolExecutor(1, mp_context=context, initializer=_helper_init,
+                                       initargs=(stop,))
+            try:
+                started.append(pool.submit(render_share, config, now,
+                                           dict(due) if due is not None else None, upto, n,
+                                           n * share, os.getpid()))
+            finally:
+                pool.shutdown(wait=False)  # the process ends with its task
+        except OSError as exc:  # out of processes or files: the ones started work on
+            warn(f"digest: warning: could not start digest worker {n} ({exc.strerror or exc});"
+                 f" going on with {len(started) + 1}; lower --workers")
+            break
+    return started, stop
+
+
+def render_share(config: Config, now: Clock, due: Mapping[str, datetime | None] | None,
+                 upto: int, n: int, start: int, parent: int) -> Share:
+    """A helper process of ``run --workers``: make and publish the digests no other
+    worker has claimed, beginning at reader ``start``, while the run's process
+    (``parent``) lives and has not said stop; (their summaries, warnings, readers left to
+    another worker's claim, what went wrong or None)."""
+    warnings: list[str] = []
+    held: list[str] = []
+    digests: list[dict[str, object]] = []
+
+    def stop() -> bool:
+        return os.getppid() != parent or (_STOP is not None and _STOP.is_set())
+
+    try:
+        # Never puts the clean mark back: the run's own section answers for it.
+        with publishing(config.data_dir, restore=False):
+            store = open_store(config)
+            semantic = None
+            try:
+                semantic = semantic_for(config.ranking,
+                                        lambda line: warnings.append(f"digest: {line}"))
+                renderer = checked_renderer(config.templates)
+                mail, secret = _mail_and_secret(config, store)
+                for rendered in iter_digests(
+                        store, config, renderer, now, mail=mail, due=due, semantic=semantic,
+                        warn=warnings.append, secret=secret, worker=worker_name(n),
+                        start=start, upto=upto, held=held, stop=stop):
+                    digests.append(_summary(rendered, n))
+            finally:
+                store.close()
+                if semantic is not None:
+                    semantic.close()
+    except BaseException as exc:  # told to the run, raised once all is out
+        import traceback
+
+        mine = isinstance(exc, DigestError)
+        return digests, warnings, held, HelperError(
+            type(exc).__name__, str(exc) if mine else f"{type(exc).__name__}: {exc}",
+            exc.exit_code if isinstance(exc, DigestError) else 1,
+            None if mine else traceback.format_exc())
+    return digests, warnings, held, None
 
 
 def _note(report: RunReport) -> Callable[[str], None]:
@@ -863,17 +1148,24 @@ def mail_recipients(config: Config) -> set[str]:
 
 
 def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
-                 progress: Callable[[str], None] | None = None) -> tuple[SendReport, list[Path]]:
-    """Deliver every pending message now (or, dry, write them as .eml files and mark nothing)."""
+                 progress: Callable[[str], None] | None = None,
+                 workers: int = 1) -> tuple[SendReport, list[Path]]:
+    """Deliver every pending message now, over ``workers`` SMTP connections at once (or,
+    dry, write them as .eml files and mark nothing).
+
+    Sending takes no data-folder lock: each message is claimed before it is sent, so other
+    senders (a run, another ``digest send``, another host on a PostgreSQL store) may work
+    at the same time and none sends a message another holds.
+    """
     if config.smtp is None and not dry_run:
         raise ConfigError(str(config.path), ["[smtp]: missing: add an [smtp] table to send "
                                              "e-mail (see README, E-mail)"])
     if config.smtp is not None and not dry_run:
         config.smtp.password()
-    with exclusive(config.data_dir, "send"):
-        store = Store.open(config.store_path)
-        try:
-            if dry_run:
+    if dry_run:
+        with exclusive(config.data_dir, "send"):
+            store = open_store(config)
+            try:
                 written = []
                 with publishing(config.data_dir):
                     for d in store.deliveries(("pending",)):
@@ -881,11 +1173,21 @@ def send_pending(config: Config, *, now: Clock = utc_now, dry_run: bool = False,
                         atomic_write(path, d.raw)
                         written.append(path)
                 return SendReport(), written
-            assert config.smtp is not None
+            finally:
+                store.close()
+    assert config.smtp is not None
+    store = open_store(config)
+    try:
+        if workers == 1:
             return deliver(store, config.smtp, now, due_only=False,
                            allowed=mail_recipients(config), progress=progress), []
-        finally:
-            store.close()
+        from .send import deliver_parallel
+
+        return deliver_parallel(lambda: open_store(config), config.smtp, now, workers,
+                                store=store, due_only=False, allowed=mail_recipients(config),
+                                progress=progress), []
+    finally:
+        store.close()
 
 
 def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
@@ -893,9 +1195,11 @@ def backfill(config: Config, paths: Iterable[Path], *, now: Clock = utc_now,
     """Add dumps to the store as already seen: they never appear in any digest."""
     report = report or RunReport()
     with exclusive(config.data_dir, "ingest"):
-        store = Store.open(config.store_path)
+        store = open_store(config)
         try:
-            ingest(store, paths, report, now, kind="backfill", zone=ZoneInfo(config.timezone))
+            with store.hold("ingest"):
+                ingest(store, paths, report, now, kind="backfill",
+                       zone=ZoneInfo(config.timezone))
         finally:
             store.close()
     return report
@@ -911,7 +1215,7 @@ def preview(config: Config, *, subscriber: str | None = None, dumps: Iterable[Pa
     renderer = Renderer(config.templates)
     renderer.check()
     semantic = semantic_for(config.ranking, _note(report))
-    store = Store.snapshot(config.store_path)
+    store = snapshot_store(config)
     try:  # what ingest writes (vectors too) stays in memory (and the vector cache)
         ingest(store, [*inbox_files(config.inbox), *dumps], report, now,
                subscribers=[p.name for p in config.subscribers], zone=ZoneInfo(config.timezone),

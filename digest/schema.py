@@ -197,4 +197,62 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR REPLACE INTO meta (key, value)
         SELECT 'enriched_upto', CAST(coalesce(max(id), 0) AS TEXT) FROM runs;
     """,
+    # 9: several senders at once (threads, processes, hosts): a message is claimed by one
+    # (``claimed_by`` until ``lease_until``; a sender that died is taken over when its lease
+    # ends) and ``tried`` orders the last tries, so a pass tries a message at most once;
+    # ``send_pace`` holds the next free send slot (epoch seconds) of the whole store, so
+    # [smtp].max_per_minute holds across every sender. Beside the outbox rather than in it,
+    # and IF NOT EXISTS, so this migration may run again over a store that has it.
+    """
+    CREATE TABLE IF NOT EXISTS outbox_claims (
+        id INTEGER PRIMARY KEY REFERENCES outbox(id),
+        claimed_by TEXT,
+        lease_until TEXT,
+        tried INTEGER
+    );
+    CREATE INDEX IF NOT EXISTS outbox_claims_worker ON outbox_claims(claimed_by);
+    CREATE INDEX IF NOT EXISTS outbox_claims_tried ON outbox_claims(tried);
+    CREATE TABLE IF NOT EXISTS send_pace (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        next_at REAL NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO send_pace (id, next_at) VALUES (1, 0) ON CONFLICT DO NOTHING;
+    """,
+    # 10: what changed under the published files, told to every publisher (each host has
+    # its own feeds and site): a reader's feed generation grows when a paper in their feed
+    # changes, and each changed issue page is a numbered row; a publisher remembers the
+    # generations and the last row it built from (meta keyed by its data folder).
+    """
+    CREATE TABLE IF NOT EXISTS feed_changes (
+        subscriber TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS page_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        issue_id INTEGER NOT NULL REFERENCES issues(id)
+    );
+    INSERT INTO page_changes (issue_id) SELECT issue_id FROM stale_pages ORDER BY issue_id;
+    DELETE FROM stale_pages;
+    """,
+    # 11: a run's digests shared among workers and hosts: a reader is claimed by one
+    # (``claimed_by`` until ``lease_until``; the issue itself is recorded only if the
+    # reader's cursor has not moved, so a lease that ran out cannot double an issue), and
+    # kept counts (``tallies``: the papers) so a run never counts a growing table. The
+    # fingerprints of before publishers (one per data folder) go: they are never read.
+    """
+    CREATE TABLE IF NOT EXISTS render_claims (
+        subscriber TEXT PRIMARY KEY,
+        claimed_by TEXT NOT NULL,
+        lease_until TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS tallies (
+        name TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    INSERT INTO tallies (name, n) SELECT 'papers', count(*) FROM papers WHERE 1 = 1
+        ON CONFLICT (name) DO UPDATE SET n = excluded.n;
+    DELETE FROM meta WHERE key IN ('site_fingerprint', 'site_built', 'feeds_built')
+        OR (substr(key, 1, 17) = 'feed_fingerprint:' AND substr(key, 18) NOT LIKE '%:%');
+    """,
 )

@@ -18,14 +18,26 @@ Outcomes per message (FIELD-NOTES E13):
 * Login, TLS or sender refused (530, 535, 550 to MAIL FROM): DeliveryError, nothing marked.
 * Failed messages go back in the queue, unchanged, with ``requeue_failed`` (``digest send
   --retry-failed``); never those of a subscriber who unsubscribed.
+
+Several senders may work on one outbox at once (``deliver_parallel``, more processes, other
+hosts sharing a PostgreSQL store): each claims ``CLAIM_BATCH`` messages at a time for
+``LEASE``, renewed right before each message, so no two send the same one. A sender that
+dies leaves its claims until the lease ends; then another takes them over, and a message
+the dead one had handed to the server but not marked sent goes again, with its Message-ID
+(the crash window above). ``max_per_minute`` holds for all of them together: each send
+waits for a slot the store hands out (``Store.pace``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import secrets
 import smtplib
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +55,8 @@ MAX_BACKOFF = timedelta(hours=6)
 UNCERTAIN_WINDOW = timedelta(hours=24)
 MIN_UNCERTAIN_TRIES = 3
 MAX_RECONNECTS = 3  # lost connections in a row before a pass gives up
+CLAIM_BATCH = 10  # messages a sender claims at a time
+LEASE = timedelta(minutes=10)  # how long a claim holds (renewed before each message)
 
 
 @dataclass(slots=True)
@@ -246,6 +260,215 @@ def _send_one(client: smtplib.SMTP, smtp: SmtpConfig, d: Delivery) -> None:
                             "(only ASCII)", "rcpt") from None
 
 
+def worker_name(n: int = 0) -> str:
+    """A sender's name in the claims: unique to this host, process, pass and thread."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:{n}"
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What the workers of one delivery pass share."""
+
+    smtp: SmtpConfig
+    now: Clock
+    due_only: bool
+    allowed: Collection[str] | None
+    say: Callable[[str], None]
+    sleep: Callable[[float], None]
+    tried_upto: int  # tries marked after this one were made by senders working now
+    total: int  # messages to send when the pass began (for the progress lines)
+    batch: int = CLAIM_BATCH  # messages a worker claims at a time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: int = 0
+
+    @classmethod
+    def begin(cls, store: Store, smtp: SmtpConfig, now: Clock, due_only: bool,
+              allowed: Collection[str] | None, progress: Callable[[str], None] | None,
+              sleep: Callable[[float], None], report: SendReport) -> _Pass:
+        """Cancel the mail of subscribers not ``allowed``, count what waits, mark the start."""
+        if allowed is not None:
+            store.cancel_pending(allowed, _CANCELLED, now())
+        pending, not_due = store.pending_counts(now())
+        if due_only:
+            report.not_due = not_due
+        lock = threading.Lock()
+        say = progress or (lambda _line: None)
+
+        def said(line: str) -> None:
+            with lock:
+                say(line)
+
+        return cls(smtp, now, due_only, allowed, said, sleep, store.tries(),
+                   pending - not_due if due_only else pending)
+
+    def nap(self, seconds: float) -> None:
+        """Wait for a send slot; with the real clock, a pass told to stop wakes at once."""
+        if self.sleep is time.sleep:
+            self.stop.wait(seconds)
+        else:
+            self.sleep(seconds)
+
+    def counted(self) -> int:
+        with self.lock:
+            self.done += 1
+            return self.done
+
+
+_CANCELLED = ("cancelled: the subscriber is gone from the config, has no e-mail address, or "
+              "has mail = false")
+
+
+class _Worker:
+    """One sender: its own store connection and SMTP connection; claims a few messages at a
+    time until nothing is left to claim (or the pass stops), marking each as its fate is
+    known."""
+
+    def __init__(self, store: Store, p: _Pass, name: str) -> None:
+        self.store = store
+        self.p = p
+        self.name = name
+        self.report = SendReport()
+        self.unreachable: str | None = None  # why the server could not be reached
+        self.client: smtplib.SMTP | None = None
+
+    def fail(self, d: Delivery, reason: str, uncertain: bool = False) -> None:
+        self.store.mark_failed(d.id, reason, self.p.now(), uncertain)
+        self.report.failed.append((d.message_id, reason))
+        self.p.say(f"failed {d.subscriber} issue {d.issue}: {reason}")
+
+    def retry(self, d: Delivery, reason: str, uncertain: bool = False) -> None:
+        at = self.p.now()
+        if uncertain and _give_up(d, at):
+            self.fail(d, f"gave up after {d.uncertain + 1} tries the server never confirmed, "
+                         f"the first {_hours(at - (d.uncertain_since or at))} ago (it may have "
+                         f"delivered the message; unconfirmed tries stop after "
+                         f"{_hours(UNCERTAIN_WINDOW)}): {reason}", uncertain=True)
+            return
+        self.store.mark_retry(d.id, reason, at + backoff(d.attempts + 1),
+                              at if uncertain else None)
+        self.report.retrying.append((d.message_id, reason))
+        self.p.say(f"will retry {d.subscriber} issue {d.issue}: {reason}")
+
+    def run(self) -> SendReport:
+        try:
+            self._run()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._stop()
+            raise
+        self._stop()
+        return self.report
+
+    def _stop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            _close(client)
+        self.store.release(self.name)  # what it holds and never tried: free for the next
+
+    def _run(self) -> None:
+        p = self.p
+        losses = 0
+        while not p.stop.is_set():
+            batch = self.store.claim(self.name, p.batch, LEASE, p.now(), p.due_only,
+                                     tried_upto=p.tried_upto)
+            if not batch:
+                return
+            for d in batch:
+                if p.stop.is_set():
+                    return
+                if p.allowed is not None and d.subscriber not in p.allowed:
+                    self.store.mark_failed(d.id, _CANCELLED, p.now())  # queued meanwhile
+                    continue
+                if self.client is None and not self._connect():
+                    return  # the pass retries the rest (``sweep``)
+                assert self.client is not None
+                outcome = self._one(self.client, d)
+                if outcome == "lost":
+                    losses += 1
+                    if losses >= MAX_RECONNECTS:
+                        return  # the server keeps dropping us: the rest wait for the next pass
+                elif outcome == "sent":
+                    losses = 0
+
+    def _connect(self) -> bool:
+        smtp = self.p.smtp
+        try:
+            self.client = connect(smtp)
+            return True
+        except smtplib.SMTPResponseException as exc:  # a busy greeting (421, 554)
+            self.unreachable = f"{_where(smtp)} answered {_reply(exc.smtp_code, exc.smtp_error)}"
+        except (OSError, smtplib.SMTPException) as exc:
+            self.unreachable = f"cannot connect to {_where(smtp)}: {exc}"
+        return False
+
+    def _one(self, client: smtplib.SMTP, d: Delivery) -> str:
+        """Send one claimed message: "sent", "lost" (the connection), or what else."""
+        p, smtp, store = self.p, self.p.smtp, self.store
+        if smtp.max_per_minute:
+            slot = store.pace(60.0 / smtp.max_per_minute, time.time())
+            wait = slot - time.time()
+            if wait > 0:
+                p.nap(wait)
+            if p.stop.is_set():
+                return "stopped"
+        if not store.is_pending(d.id):  # unsubscribed (e.g. on the web) since we read it
+            self.report.cancelled.append(d.message_id)
+            p.say(f"not sent {d.subscriber} issue {d.issue}: cancelled meanwhile")
+            return "cancelled"
+        if not store.renew(d.id, self.name, p.now() + LEASE):  # our lease ran out: theirs now
+            p.say(f"not sent {d.subscriber} issue {d.issue}: another sender took it over")
+            return "taken"
+        try:
+            _send_one(client, smtp, d)
+        except _Refused as exc:
+            if exc.code in (530, 535) or (exc.step == "mail" and exc.code >= 500
+                                          and exc.code != 552):
+                raise DeliveryError(f"{_where(smtp)} refuses to send for us ({exc}); check "
+                                    "[smtp].from, [smtp].username and the password") from None
+            if exc.code >= 500:
+                self.fail(d, str(exc))
+            else:
+                self.retry(d, str(exc))
+            if exc.closing:
+                _close(client)
+                self.client = None
+            return "refused"
+        except _Lost as exc:
+            self.retry(d, str(exc), exc.uncertain)
+            client.close()
+            self.client = None
+            return "lost"
+        checkpoint("send:after-accept")
+        store.mark_sent(d.id, p.now())
+        self.report.sent.append(d.message_id)
+        p.say(f"sent {p.counted()}/{p.total}: {d.subscriber} issue {d.issue}")
+        return "sent"
+
+
+def _sweep(store: Store, p: _Pass, reason: str, report: SendReport) -> None:
+    """The server could not be reached: what is still to send this pass is retried later,
+    with that reason (nothing another sender holds)."""
+    sweeper = _Worker(store, p, worker_name(-1))
+    try:
+        while batch := store.claim(sweeper.name, CLAIM_BATCH, LEASE, p.now(), p.due_only,
+                                   tried_upto=p.tried_upto):
+            for d in batch:
+                sweeper.retry(d, reason)
+    finally:
+        store.release(sweeper.name)
+    report.retrying.extend(sweeper.report.retrying)
+
+
+def _merge(into: SendReport, parts: Collection[SendReport]) -> SendReport:
+    for part in parts:
+        into.sent.extend(part.sent)
+        into.retrying.extend(part.retrying)
+        into.failed.extend(part.failed)
+        into.cancelled.extend(part.cancelled)
+    return into
+
+
 def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True,
             allowed: Collection[str] | None = None,
             progress: Callable[[str], None] | None = None,
@@ -253,97 +476,72 @@ def deliver(store: Store, smtp: SmtpConfig, now: Clock, *, due_only: bool = True
     """Send what is pending over one connection; mark each message as its fate is known.
 
     Messages of subscribers not in ``allowed`` (removed from the config, or mail turned
-    off) are cancelled, not sent.
+    off) are cancelled, not sent. Messages are claimed ``CLAIM_BATCH`` at a time for
+    ``LEASE``, so other senders (``deliver_parallel``, other processes and hosts) may work
+    on the same outbox at once; ``[smtp].max_per_minute`` is kept by the store
+    (``Store.pace``) for all of them together.
     """
     report = SendReport()
-    say = progress or (lambda _line: None)
-    todo = []
-    for d in store.deliveries(("pending",)):
-        if allowed is not None and d.subscriber not in allowed:
-            store.mark_failed(d.id, "cancelled: the subscriber is gone from the config, has "
-                                    "no e-mail address, or has mail = false", now())
-        elif due_only and d.next_attempt_at > now():
-            report.not_due += 1
-        else:
-            todo.append(d)
-    todo.sort(key=lambda d: (d.attempts, d.id))  # a message that keeps failing goes last
-    if not todo:
-        return report
-
-    def fail(d: Delivery, reason: str, uncertain: bool = False) -> None:
-        store.mark_failed(d.id, reason, now(), uncertain)
-        report.failed.append((d.message_id, reason))
-        say(f"failed {d.subscriber} issue {d.issue}: {reason}")
-
-    def retry(d: Delivery, reason: str, uncertain: bool = False) -> None:
-        at = now()
-        if uncertain and _give_up(d, at):
-            fail(d, f"gave up after {d.uncertain + 1} tries the server never confirmed, the "
-                    f"first {_hours(at - (d.uncertain_since or at))} ago (it may have "
-                    f"delivered the message; unconfirmed tries stop after "
-                    f"{_hours(UNCERTAIN_WINDOW)}): {reason}", uncertain=True)
-            return
-        store.mark_retry(d.id, reason, at + backoff(d.attempts + 1), at if uncertain else None)
-        report.retrying.append((d.message_id, reason))
-        say(f"will retry {d.subscriber} issue {d.issue}: {reason}")
-
-    interval = 60.0 / smtp.max_per_minute if smtp.max_per_minute else 0.0
-    last = 0.0
-    client: smtplib.SMTP | None = None
-    losses = 0
-    try:
-        for n, d in enumerate(todo, 1):
-            if client is None:
-                try:
-                    client = connect(smtp)
-                except smtplib.SMTPResponseException as exc:  # a busy greeting (421, 554)
-                    reason = f"{_where(smtp)} answered {_reply(exc.smtp_code, exc.smtp_error)}"
-                    for rest in todo[n - 1:]:
-                        retry(rest, reason)
-                    break
-                except (OSError, smtplib.SMTPException) as exc:
-                    for rest in todo[n - 1:]:
-                        retry(rest, f"cannot connect to {_where(smtp)}: {exc}")
-                    break
-            if interval:
-                wait = last + interval - time.monotonic()
-                if wait > 0:
-                    sleep(wait)
-                last = time.monotonic()
-            if not store.is_pending(d.id):  # unsubscribed (e.g. on the web) since we read it
-                report.cancelled.append(d.message_id)
-                say(f"not sent {d.subscriber} issue {d.issue}: cancelled meanwhile")
-                continue
-            try:
-                _send_one(client, smtp, d)
-            except _Refused as exc:
-                if exc.code in (530, 535) or (exc.step == "mail" and exc.code >= 500
-                                              and exc.code != 552):
-                    raise DeliveryError(f"{_where(smtp)} refuses to send for us ({exc}); check "
-                                        "[smtp].from, [smtp].username and the password"
-                                        ) from None
-                if exc.code >= 500:
-                    fail(d, str(exc))
-                else:
-                    retry(d, str(exc))
-                if exc.closing:
-                    _close(client)
-                    client = None
-                continue
-            except _Lost as exc:
-                retry(d, str(exc), exc.uncertain)
-                client.close()
-                client = None
-                losses += 1
-                if losses >= MAX_RECONNECTS:
-                    break  # the server keeps dropping us: the rest wait for the next pass
-                continue
-            losses = 0
-            checkpoint("send:after-accept")
-            store.mark_sent(d.id, now())
-            report.sent.append(d.message_id)
-            say(f"sent {n}/{len(todo)}: {d.subscriber} issue {d.issue}")
-    finally:
-        if client is not None:
-            _close(client)
+    p = _Pass.begin(store, smtp, now, due_only, allowed, progress, sleep, report)
+    worker = _Worker(store, p, worker_name())
+    _merge(report, [worker.run()])
+    if worker.unreachable is not None:
+        _sweep(store, p, worker.unreachable, report)
     return report
+
+
+def deliver_parallel(open_store: Callable[[], Store], smtp: SmtpConfig, now: Clock,
+                     workers: int, *, store: Store | None = None, due_only: bool = True,
+                     allowed: Collection[str] | None = None,
+                     progress: Callable[[str], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> SendReport:
+    """``deliver`` over ``workers`` SMTP connections at once, each in its own thread with its
+    own store connection (``open_store()``; ``store``, if given, is the first worker's and
+    stays open), each claiming until nothing is left; their reports merged.
+
+    A refusal to send for us (DeliveryError) or any other error in one worker stops the
+    others after the message in hand, and is raised when all have stopped.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    own = store is None
+    first = open_store() if store is None else store
+    try:
+        report = SendReport()
+        p = _Pass.begin(first, smtp, now, due_only, allowed, progress, sleep, report)
+        p.batch = max(1, min(CLAIM_BATCH, -(-p.total // workers)))  # a share for each
+        results: list[_Worker | None] = [None] * workers
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                mine = first if n == 0 else open_store()
+                try:
+                    worker = results[n] = _Worker(mine, p, worker_name(n))
+                    worker.run()
+                finally:
+                    if mine is not first:
+                        mine.close()
+            except BaseException as exc:  # raised again below, once every worker stopped
+                p.stop.set()
+                with p.lock:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,), name=f"digest-send-{n}",
+                                    daemon=True) for n in range(1, workers)]
+        for thread in threads:
+            thread.start()
+        work(0)  # the first in this thread: its store connection was opened here
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        done = [w for w in results if w is not None]
+        _merge(report, [w.report for w in done])
+        reason = next((w.unreachable for w in done if w.unreachable is not None), None)
+        if reason is not None:
+            _sweep(first, p, reason, report)
+        return report
+    finally:
+        if own:
+            first.close()

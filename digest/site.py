@@ -50,11 +50,20 @@ from .links import WebLinks, links_for
 from .lock import exclusive
 from .models import Digest, Profile
 from .render import Renderer, fmt_date, operator_markdown
-from .store import IssueRecord, Store
+from .store import IssueRecord, Store, open_store, read_only_store
 from .tokens import load_secret, sign
 
-FINGERPRINT_KEY = "site_fingerprint"  # store meta: what the pages on disk were made with
-BUILT_KEY = "site_built"  # store meta: that fingerprint's hash and the newest issue then
+FINGERPRINT_KEY = "site_fingerprint:"  # store meta, + publisher: what its pages were made with
+BUILT_KEY = "site_built:"  # store meta, + publisher: that fingerprint's hash, newest issue then
+SEEN_KEY = "site_changes_seen:"  # store meta, + publisher: the last page change it built
+
+
+def keys(config: Config) -> tuple[str, str, str]:
+    """This publisher's (fingerprint, built, seen) meta keys: each host has its own pages."""
+    from .fsutil import publisher_id
+
+    me = publisher_id(config.data_dir)
+    return FINGERPRINT_KEY + me, BUILT_KEY + me, SEEN_KEY + me
 TOP_TERMS = 3  # keywords shown per issue in an archive
 ISSUE_PAGE = re.compile(r"\d{4}-\d{4}-\d{2}-\d{2}\.html")  # what a full render may remove
 
@@ -224,12 +233,14 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     report = SiteReport(config.site)
     out = _Writer(report)
     mark = fingerprint(config, renderer, secret)
-    stored_text = store.meta(FINGERPRINT_KEY) if store is not None else None
-    stale = store.stale_pages() if store is not None else {}  # a paper on them changed
+    fp_key, built_key, seen_key = keys(config)
+    stored_text = store.meta(fp_key) if store is not None else None
+    seen = int(store.meta(seen_key) or 0) if store is not None else 0
+    stale, newest = store.page_changes(seen) if store is not None else ({}, 0)
     # A quiet run (no new issue, nothing that shapes the pages changed, every reader's
     # folder still there) renders nothing.
-    if store is not None and not full and not subscribers and _current(
-            config, store, mark, stored_text, stale):
+    if store is not None and not full and not subscribers and not stale and _current(
+            config, store, mark, stored_text):
         return report
     stored = Fingerprint.load(stored_text)
     full = full or stored is None or stored.common != mark.common
@@ -280,19 +291,23 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
         with contextlib.suppress(StoreError, sqlite3.Error), store.transaction() as conn:
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT"
                              " (key) DO UPDATE SET value = excluded.value",
-                             [(FINGERPRINT_KEY, stored_text), (BUILT_KEY, json.dumps(
+                             [(fp_key, stored_text), (seen_key, str(newest)),
+                              (built_key, json.dumps(
                                  {"state": built,
                                   "readers": sorted(n for n in latest if n in names_now)}))])
-            conn.executemany("DELETE FROM stale_pages WHERE issue_id = ?",
-                             [(i,) for ids in stale.values() for i in ids])
+            # Changes every publisher has built from are needed by none (one that comes
+            # later builds everything first).
+            conn.execute("DELETE FROM page_changes WHERE id <= (SELECT min(CAST(value AS"
+                         " INTEGER)) FROM meta WHERE key LIKE ?)", (SEEN_KEY + "%",))
     return report
 
 
 def site_current(config: Config, store: Store, renderer: Renderer,
                  secret: bytes | None) -> bool:
     """True when a run that records no issue would render no page (its quick check)."""
-    return _current(config, store, fingerprint(config, renderer, secret),
-                    store.meta(FINGERPRINT_KEY), store.stale_pages())
+    fp_key, _, seen_key = keys(config)
+    return store.newest_page_change() <= int(store.meta(seen_key) or 0) and _current(
+        config, store, fingerprint(config, renderer, secret), store.meta(fp_key))
 
 
 def _built_state(store: Store, mark: Fingerprint, stored_text: str | None) -> str:
@@ -301,11 +316,11 @@ def _built_state(store: Store, mark: Fingerprint, stored_text: str | None) -> st
     return _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode())
 
 
-def _current(config: Config, store: Store, mark: Fingerprint, stored_text: str | None,
-             stale: dict[str, set[int]]) -> bool:
-    """No page to render: nothing stale, and the site as the last build left it."""
-    return not stale and _still_built(config, store.meta(BUILT_KEY),
-                                      _built_state(store, mark, stored_text))
+def _current(config: Config, store: Store, mark: Fingerprint,
+             stored_text: str | None) -> bool:
+    """The site as this publisher's last build left it (page changes are checked apart)."""
+    return _still_built(config, store.meta(keys(config)[1]),
+                        _built_state(store, mark, stored_text))
 
 
 def _still_built(config: Config, kept: str | None, built: str | None) -> bool:
@@ -403,7 +418,7 @@ def build(config: Config) -> SiteReport:
         for folder in site_folders(config):  # leftovers of a killed writer (we hold the lock)
             remove_stale_temps(folder)
         secret = load_secret(config.data_dir)
-        store = _open_store(config.store_path)
+        store = _open_store(config)
         try:
             with publishing(config.data_dir):
                 return build_site(config, store, renderer, secret, full=True)
@@ -412,11 +427,11 @@ def build(config: Config) -> SiteReport:
                 store.close()
 
 
-def _open_store(path: Path) -> Store | None:
+def _open_store(config: Config) -> Store | None:
     """The store for writing the fingerprint when it may be written, else read-only."""
-    if not path.is_file():
+    if not config.has_store():
         return None
     try:
-        return Store.open(path)
+        return open_store(config)
     except StoreError:
-        return Store.read_only(path)
+        return read_only_store(config)

@@ -18,18 +18,21 @@ import json
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, StoreError, UsageError
+from .errors import InputError, MovedOn, StoreError, UsageError
 from .faults import checkpoint
 from .identity import normalise_arxiv_id, normalise_title
 from .models import INTEREST, Match, Paper, ParsedDump, Ranked, Resolution, Vote
 from .schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _PAPER_COLUMNS = (
     "p.key, p.title, p.abstract, p.authors, p.author_names, p.published, p.date_raw, "
@@ -150,6 +153,8 @@ def _ranked_row(row: sqlite3.Row | tuple[object, ...]) -> Ranked:
 
 _TERMS_MIGRATION = 7  # the migration that adds issues.terms (filled by _fill_issue_terms)
 _ENRICH_MIGRATION = 8  # the migration that adds enrichment and stale_pages
+_CHANGES_MIGRATION = 10  # the migration that adds feed_changes and page_changes
+_CLAIMS_MIGRATION = 11  # the migration that adds render_claims and tallies
 
 
 def _item_terms(item: Ranked) -> list[str]:
@@ -185,6 +190,58 @@ def _date_or_none(value: object) -> date | None:
 _CHUNK = 500  # keys per IN (...) list: far below SQLite's limit on bound parameters
 
 
+PACE_SENDERS = 64  # senders that may wait for a slot at once (`send --workers` at most)
+SQLITE_MIN = (3, 35, 0)  # RETURNING, and upserts of any form
+
+
+def _check_sqlite(path: Path, found: tuple[int, int, int] = sqlite3.sqlite_version_info
+                  ) -> None:
+    """StoreError when this Python's SQLite library is too old for the store's SQL."""
+    if found < SQLITE_MIN:
+        raise StoreError(f"{path}: this Python's SQLite is {'.'.join(map(str, found))}; "
+                         f"digest needs {'.'.join(map(str, SQLITE_MIN))} or newer (for "
+                         "RETURNING): use a newer Python build, or a PostgreSQL store "
+                         "([store] url)")
+
+
+class _Known:
+    """Stored papers by arXiv id, key and normalised title: what ``Store._find_paper``
+    looks up, read for a whole dump at once and kept current while it is added."""
+
+    __slots__ = ("arxiv", "by_arxiv", "by_key", "by_title", "title_of")
+
+    def __init__(self) -> None:
+        self.by_arxiv: dict[str, int] = {}
+        self.by_key: dict[str, int] = {}
+        self.by_title: dict[str, list[int]] = {}
+        self.arxiv: dict[int, str | None] = {}
+        self.title_of: dict[int, str] = {}  # the stored title_norm (never normalised again)
+
+    def add(self, paper_id: int, key: str, arxiv_id: str | None, title_norm: str) -> None:
+        if arxiv_id:
+            self.by_arxiv.setdefault(arxiv_id, paper_id)
+        self.by_key.setdefault(key, paper_id)
+        ids = self.by_title.setdefault(title_norm, [])
+        if paper_id not in ids:
+            ids.append(paper_id)
+            ids.sort()
+        self.arxiv[paper_id] = arxiv_id or self.arxiv.get(paper_id)
+        self.title_of.setdefault(paper_id, title_norm)
+
+    def find(self, key: str, arxiv_id: str | None, title_norm: str) -> int | None:
+        """As ``Store._find_paper``: the arXiv id, then the key, then the oldest paper of
+        the same title unless both carry arXiv ids and they differ."""
+        if arxiv_id and (found := self.by_arxiv.get(arxiv_id)) is not None:
+            return found
+        if (found := self.by_key.get(key)) is not None:
+            return found
+        for paper_id in self.by_title.get(title_norm, ()):
+            other = self.arxiv.get(paper_id)
+            if not (arxiv_id and other and other != arxiv_id):
+                return paper_id
+        return None
+
+
 def _chunks(items: list[str] | list[int]) -> Iterator[list[Any]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start:start + _CHUNK]
@@ -208,7 +265,9 @@ def _paper_from_row(row: sqlite3.Row | tuple[object, ...]) -> Paper:
 
 
 class Store:
-    """The SQLite store behind one small interface (PostgreSQL can stand in later)."""
+    """The store: SQLite here; ``pgstore.PgStore`` runs the same methods on PostgreSQL."""
+
+    engine = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
@@ -218,6 +277,7 @@ class Store:
     @classmethod
     def open(cls, path: Path) -> Store:
         """Open (creating and migrating as needed) the store file at ``path``."""
+        _check_sqlite(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
@@ -241,6 +301,7 @@ class Store:
         there. A live WAL (another process has the store open) is read from a private copy
         of the file and its WAL, since reading through a WAL touches its -shm file.
         """
+        _check_sqlite(path)
         wal = path.with_name(path.name + "-wal")
         tmp: tempfile.TemporaryDirectory[str] | None = None
         try:
@@ -302,6 +363,7 @@ class Store:
         """
         if not path.is_file():
             return None
+        _check_sqlite(path)
         uri = path.resolve().as_uri()
         try:
             try:
@@ -330,6 +392,17 @@ class Store:
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    def in_transaction(self) -> bool:
+        """A transaction is open on this connection (none should be between calls)."""
+        return bool(self.conn.in_transaction)
+
+    @contextmanager
+    def hold(self, what: str, *, wait: bool = False) -> Iterator[None]:
+        """Exclusive use of the store for ``what`` ("ingest": adding papers) among
+        every process on every host. SQLite: the data folder's lock file already gives it
+        (one host, one folder), so nothing more is needed."""
+        yield
 
     def _version(self) -> int:
         version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -368,11 +441,9 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot start a write: {exc}") from None
+        """BEGIN (IMMEDIATE on SQLite: the write lock now) ... COMMIT, rolled back on any
+        exception."""
+        self._begin()
         try:
             yield self.conn
         except BaseException:
@@ -380,6 +451,12 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def _begin(self) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot start a write: {exc}") from None
 
     # -- dumps and papers ------------------------------------------------------------------
     def find_dump(self, sha256: str) -> DumpRecord | None:
@@ -430,12 +507,11 @@ class Store:
         name = Path(dump.path).name
         with self.transaction() as conn:
             if run_id is None:
-                cur = conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)",
-                                   (kind, _ts(now)))
-                run_id = int(cur.lastrowid or 0)
+                run_id = int(conn.execute("INSERT INTO runs (kind, started_at) VALUES (?, ?)"
+                                          " RETURNING id", (kind, _ts(now))).fetchall()[0][0])
                 conn.executemany(
-                    "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
-                    " VALUES (?, ?, ?)", [(n, run_id - 1, _ts(now)) for n in subscribers])
+                    "INSERT INTO subscribers (name, cursor_run, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING", [(n, run_id - 1, _ts(now)) for n in subscribers])
             size: int | None = None
             mtime: int | None = None
             with contextlib.suppress(OSError):
@@ -444,32 +520,66 @@ class Store:
             cur = conn.execute(
                 "INSERT INTO dumps (sha256, name, path, size, mtime_ns, shape, page_date, run_id,"
                 " ingested_at, entries, new_papers, warnings)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
                 (dump.sha256, name, str(Path(dump.path).resolve()), size, mtime, dump.shape,
                  dump.page_date.isoformat() if dump.page_date else None, run_id, _ts(now),
                  len(dump.papers), json.dumps([str(w) for w in dump.warnings])),
             )
-            dump_id = int(cur.lastrowid or 0)
+            dump_id = int(cur.fetchall()[0][0])
             half = len(dump.papers) // 2
-            for i, paper in enumerate(dump.papers):
-                if i == half:
-                    checkpoint("ingest:mid")
-                paper_id, is_new = self._upsert_paper(paper, run_id, dump_id, now)
-                if is_new:
-                    new_keys.append(paper.key)
-                if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
-                    conn.execute("INSERT OR REPLACE INTO vectors (paper_id, model, vector)"
-                                 " VALUES (?, ?, ?)", (paper_id, vectors[0], blob))
-                conn.execute(
-                    "INSERT OR IGNORE INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
-                    " version) VALUES (?, ?, ?, ?, ?, ?)",
-                    (paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
-                     paper.version),
-                )
+            self._known = self._prefetch(dump.papers)
+            added = 0
+            seen: list[tuple[object, ...]] = []
+            kept: list[tuple[int, str, bytes]] = []
+            try:
+                for i, paper in enumerate(dump.papers):
+                    if i == half:
+                        checkpoint("ingest:mid")
+                    paper_id, is_new, inserted = self._upsert_paper(paper, run_id, dump_id, now)
+                    added += inserted
+                    if is_new:
+                        new_keys.append(paper.key)
+                    if vectors is not None and (blob := vectors[1].get(paper.key)) is not None:
+                        kept.append((paper_id, vectors[0], blob))
+                    seen.append((paper_id, dump_id, paper.line, paper.date_raw, paper.upvotes,
+                                 paper.version))
+            finally:
+                self._known = None
+            # In the same transaction, in one batch each (one round trip on a server).
+            if kept:
+                conn.executemany("INSERT INTO vectors (paper_id, model, vector) VALUES"
+                                 " (?, ?, ?) ON CONFLICT (paper_id, model) DO UPDATE SET"
+                                 " vector = excluded.vector", kept)
+            conn.executemany(
+                "INSERT INTO sightings (paper_id, dump_id, line, date_raw, upvotes,"
+                " version) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", seen)
             conn.execute("UPDATE dumps SET new_papers = ? WHERE id = ?", (len(new_keys), dump_id))
+            if added and len(MIGRATIONS) >= _CLAIMS_MIGRATION:
+                self._count_papers(added)
         return IngestResult(dump_id, run_id, tuple(new_keys), len(dump.papers))
 
+    _known: _Known | None = None  # during an ingest: the dump's stored papers, read at once
+    _PREFETCH = True  # read a dump's stored papers in a few queries (not the overlay's)
+
+    def _prefetch(self, papers: Sequence[Paper]) -> _Known | None:
+        """The stored papers a dump's papers could be (by arXiv id, key or title), in three
+        queries per 500 papers instead of up to three per paper."""
+        if not self._PREFETCH:
+            return None
+        known = _Known()
+        for column, values in (("arxiv_id", {p.arxiv_id for p in papers if p.arxiv_id}),
+                               ("key", {p.key for p in papers}),
+                               ("title_norm", {normalise_title(p.title) for p in papers})):
+            for chunk in _chunks(sorted(values)):
+                marks = ", ".join("?" for _ in chunk)
+                for row in self.conn.execute("SELECT id, key, arxiv_id, title_norm FROM papers"
+                                             f" WHERE {column} IN ({marks})", chunk):
+                    known.add(int(row[0]), str(row[1]), row[2], str(row[3]))
+        return known
+
     def _find_paper(self, paper: Paper) -> int | None:
+        if self._known is not None:
+            return self._known.find(paper.key, paper.arxiv_id, normalise_title(paper.title))
         conn = self.conn
         if paper.arxiv_id:
             row = conn.execute("SELECT id FROM papers WHERE arxiv_id = ?",
@@ -489,14 +599,15 @@ class Store:
         return None
 
     def _upsert_paper(self, paper: Paper, run_id: int, dump_id: int,
-                      now: datetime) -> tuple[int, bool]:
+                      now: datetime) -> tuple[int, bool, int]:
+        """(paper id, new in this run, 1 if a row was added else 0)."""
         existing = self._find_paper(paper)
         if existing is None:
             cur = self.conn.execute(
                 "INSERT INTO papers (key, title_norm, arxiv_id, title, abstract, authors,"
                 " author_names, published, date_raw, upvotes, links, url, first_run, first_dump,"
                 " first_seen, summary, version, revision_only)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (paper.key, normalise_title(paper.title), paper.arxiv_id, paper.title,
                  paper.abstract, paper.authors, json.dumps(list(paper.author_names)),
                  paper.published.isoformat() if paper.published else None, paper.date_raw,
@@ -505,7 +616,11 @@ class Store:
             )
             # A new version of a paper never seen before is an old paper: stored as seen
             # (so it is never new later), but in no digest.
-            return int(cur.lastrowid or 0), not paper.revision
+            paper_id = int(cur.fetchall()[0][0])
+            if self._known is not None:
+                self._known.add(paper_id, paper.key, paper.arxiv_id,
+                                normalise_title(paper.title))
+            return paper_id, not paper.revision, 1
         # Seen before: fill in what the earlier sighting lacked; the key never changes. A longer
         # abstract replaces a shorter one, and the embedding of the old text goes with it.
         before = self._paper_row(existing)
@@ -519,10 +634,10 @@ class Store:
             " author_names = CASE WHEN author_names = '[]' THEN :names ELSE author_names END,"
             " summary = CASE WHEN summary = '' THEN :summary ELSE summary END,"
             " version = CASE WHEN :version IS NULL THEN version"
-            "   ELSE max(coalesce(version, 0), :version) END,"
+            "   WHEN coalesce(version, 0) > :version THEN version ELSE :version END,"
             " date_raw = coalesce(date_raw, :date_raw),"
             " upvotes = CASE WHEN :upvotes IS NULL THEN upvotes"  # an unknown count keeps ours
-            "   ELSE max(coalesce(upvotes, 0), :upvotes) END,"
+            "   WHEN coalesce(upvotes, 0) > :upvotes THEN upvotes ELSE :upvotes END,"
             " arxiv_id = coalesce(arxiv_id, :arxiv_id), url = coalesce(url, :url),"
             " links = CASE WHEN links = '[]' THEN :links ELSE links END"
             " WHERE id = :id",
@@ -533,8 +648,12 @@ class Store:
              "names": json.dumps(list(paper.author_names)), "summary": paper.summary,
              "version": paper.version},
         )
+        if self._known is not None and paper.arxiv_id and before[9] is None:
+            self._known.add(existing, str(before[0]), paper.arxiv_id,  # filled in now
+                            self._known.title_of.get(existing) or normalise_title(
+                                str(before[1])))
         self._settle(existing, before)
-        return existing, False
+        return existing, False, 0
 
     def _paper_row(self, paper_id: int) -> tuple[object, ...]:
         """A stored paper's columns, as ``_paper_from_row`` reads them."""
@@ -551,20 +670,32 @@ class Store:
         feeds that show it must be built again (their ``feed_fingerprint:`` meta goes)."""
         if len(MIGRATIONS) < _TERMS_MIGRATION:  # a schema before feed entries were kept
             return
-        self.conn.execute(
-            "DELETE FROM meta WHERE key IN (SELECT 'feed_fingerprint:' || fe.subscriber"
-            " FROM issue_items ii JOIN feed_entries fe ON fe.issue_id = ii.issue_id AND"
-            " fe.rank = ii.rank WHERE ii.paper_id = ?)", (paper_id,))
         self.conn.execute("DELETE FROM feed_entries WHERE (issue_id, rank) IN"
                           " (SELECT issue_id, rank FROM issue_items WHERE paper_id = ?)",
                           (paper_id,))
-        if len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
-            self.conn.execute("INSERT OR IGNORE INTO stale_pages SELECT DISTINCT issue_id"
+        if len(MIGRATIONS) >= _CHANGES_MIGRATION:  # told to every publisher (host)
+            self.conn.execute(
+                "INSERT INTO feed_changes (subscriber, n) SELECT DISTINCT i.subscriber, 1"
+                " FROM issue_items ii JOIN issues i ON i.id = ii.issue_id WHERE"
+                " ii.paper_id = ? ON CONFLICT (subscriber) DO UPDATE SET"
+                " n = feed_changes.n + 1", (paper_id,))
+            self.conn.execute("INSERT INTO page_changes (issue_id) SELECT DISTINCT issue_id"
                               " FROM issue_items WHERE paper_id = ?", (paper_id,))
+        elif len(MIGRATIONS) >= _ENRICH_MIGRATION:  # the issue pages showing it, for the site
+            self.conn.execute("INSERT INTO stale_pages SELECT DISTINCT issue_id"
+                              " FROM issue_items WHERE paper_id = ? ON CONFLICT DO NOTHING",
+                              (paper_id,))
+
+    def _count_papers(self, added: int) -> None:
+        """Papers were added (in the ingest transaction): the kept count goes up."""
+        self.conn.execute("UPDATE tallies SET n = n + ? WHERE name = 'papers'", (added,))
 
     def paper_count(self) -> int:
-        """How many distinct papers the store has seen."""
-        return int(self.conn.execute("SELECT count(*) FROM papers").fetchone()[0])
+        """How many distinct papers the store has seen (a kept count: one row read)."""
+        row = self.conn.execute("SELECT n FROM tallies WHERE name = 'papers'").fetchone()
+        if row is None:  # never seen: counted
+            return int(self.conn.execute("SELECT count(*) FROM papers").fetchone()[0])
+        return int(row[0])
 
     def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
         """Papers first seen by a digest run in (after_run, upto_run], oldest first."""
@@ -594,32 +725,48 @@ class Store:
             self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                               " DO UPDATE SET value = excluded.value", (key, value))
 
-    def stale_pages(self) -> dict[str, set[int]]:
-        """Issues whose pages show a paper that changed since (subscriber -> issue ids)."""
+    def page_changes(self, after: int) -> tuple[dict[str, set[int]], int]:
+        """Issues whose pages show a paper that changed since change number ``after``
+        (subscriber -> issue ids), and the newest change number (a publisher keeps it)."""
         out: dict[str, set[int]] = {}
-        for name, issue_id in self.conn.execute(
-                "SELECT i.subscriber, s.issue_id FROM stale_pages s JOIN issues i ON"
-                " i.id = s.issue_id"):
+        newest = after
+        for seq, name, issue_id in self.conn.execute(
+                "SELECT c.id, i.subscriber, c.issue_id FROM page_changes c JOIN issues i ON"
+                " i.id = c.issue_id WHERE c.id > ? ORDER BY c.id", (after,)):
             out.setdefault(str(name), set()).add(int(issue_id))
-        return out
+            newest = max(newest, int(seq))
+        return out, newest
+
+    def newest_page_change(self) -> int:
+        """The number of the newest page change (0 before any)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM page_changes"
+                                     ).fetchone()[0])
+
+    def feed_generation(self, name: str) -> int:
+        """How many times a paper in this reader's issues changed (their feed's generation)."""
+        row = self.conn.execute("SELECT n FROM feed_changes WHERE subscriber = ?",
+                                (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def newest_issue_id(self) -> int:
         """The id of the newest issue of anyone (0 before the first)."""
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM issues").fetchone()[0])
 
     def feed_state(self, prefix: str) -> tuple[int, int, int]:
-        """(newest issue id, settings under ``prefix``, those marked partial): what changes
-        when any feed may have to be built again (see pipeline.feeds_state)."""
+        """(newest issue id, all feeds' generations, settings under ``prefix`` marked
+        partial): what changes when any feed may have to be built again (see
+        pipeline.feeds_state)."""
         row = self.conn.execute(
-            "SELECT (SELECT coalesce(max(id), 0) FROM issues), count(*),"
-            " coalesce(sum(value LIKE '% partial'), 0) FROM meta WHERE key >= ? AND key < ?",
-            (prefix, prefix + "\U0010ffff")).fetchone()
+            "SELECT (SELECT coalesce(max(id), 0) FROM issues),"
+            " (SELECT coalesce(sum(n), 0) FROM feed_changes),"
+            " coalesce(sum(CASE WHEN value LIKE '% partial' THEN 1 ELSE 0 END), 0) FROM meta"
+            " WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
     def set_meta_once(self, key: str, value: str) -> str:
         """Set a store-wide setting unless it is set already; return the value in force."""
         with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+            self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
                               (key, value))
         found = self.meta(key)
         assert found is not None
@@ -654,24 +801,34 @@ class Store:
                      generated_at: datetime, new_papers: int, items: tuple[Ranked, ...],
                      paths: tuple[str | None, str | None],
                      mail: Outgoing | None = None,
-                     slot: tuple[str, datetime | None] | None = None) -> None:
-        """Record a digest issue, queue its e-mail, advance the cursor and (for the daemon)
-        mark its cadence slot done: one transaction."""
+                     slot: tuple[str, datetime | None] | None = None,
+                     claim: str | None = None,
+                     write: Callable[[], None] | None = None) -> None:
+        """Record a digest issue, queue its e-mail, advance the cursor, (for the daemon)
+        mark its cadence slot done and give up ``claim``'s hold on the reader: one
+        transaction. The cursor moves only from where the digest began (a compare and
+        set, so two workers can never both record the issue): MovedOn if it had moved.
+        ``write`` (the issue's files) is called once the cursor is this transaction's, so
+        a worker that lost the reader writes nothing; if it fails, nothing is recorded."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT cursor_run, last_issue FROM subscribers WHERE name = ?",
-                               (name,)).fetchone()
-            if row is None or row[0] != from_run or row[1] != number - 1:
-                raise StoreError(f"{self.path}: subscriber {name!r} moved on while this digest "
-                                 "was being made (is another digest running?); run again")
-            cur = conn.execute(
+            if not conn.execute(  # first: the row stays locked until commit
+                    "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
+                    " WHERE name = ? AND cursor_run = ? AND last_issue = ? RETURNING name",
+                    (to_run, number, _ts(generated_at), name, from_run, number - 1)
+            ).fetchall():
+                raise MovedOn(f"{self.path}: subscriber {name!r} moved on while this digest "
+                              "was being made (is another digest running?); run again")
+            if write is not None:
+                write()
+            issue_id = int(conn.execute(
                 "INSERT INTO issues (subscriber, number, from_run, to_run, generated_at,"
                 " new_papers, matched, markdown_path, html_path) VALUES (?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?)", (name, number, from_run, to_run, _ts(generated_at), new_papers,
-                           len(items), paths[0], paths[1]))
+                " ?, ?) RETURNING id", (name, number, from_run, to_run, _ts(generated_at),
+                                        new_papers, len(items), paths[0], paths[1])
+            ).fetchall()[0][0])
             if len(MIGRATIONS) >= _TERMS_MIGRATION:
                 conn.execute("UPDATE issues SET terms = ? WHERE id = ?", (json.dumps(
-                    [t for r in items for t in _item_terms(r)]), cur.lastrowid))
-            issue_id = cur.lastrowid
+                    [t for r in items for t in _item_terms(r)]), issue_id))
             conn.executemany(
                 "INSERT INTO issue_items (issue_id, rank, paper_id, score, matches)"
                 " SELECT ?, ?, id, ?, ? FROM papers WHERE key = ?",
@@ -684,11 +841,33 @@ class Store:
                     " FROM subscribers WHERE name = ? AND unsubscribed_at IS NULL",
                     (issue_id, name, mail.recipient, mail.message_id, mail.subject, mail.raw,
                      _ts(generated_at), _ts(generated_at), name))
-            conn.execute(
-                "UPDATE subscribers SET cursor_run = ?, last_issue = ?, last_digest_at = ?"
-                " WHERE name = ?", (to_run, number, _ts(generated_at), name))
             if slot is not None:
                 self._set_job_slot(slot[0], slot[1], generated_at)
+            if claim is not None:
+                conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND"
+                             " claimed_by = ?", (name, claim))
+
+    def claim_reader(self, name: str, worker: str, until: datetime, now: datetime) -> bool:
+        """Hold ``name``'s next digest for ``worker`` until ``until``: True unless another
+        worker (another process or host) holds it under a lease still running at ``now``.
+        One upsert that re-checks the lease on the newest row, so two never both win. A
+        lease ending after ``until`` was taken by a clock ahead of ours (or ours stepped
+        back): it is not waited for."""
+        with self.transaction() as conn:
+            return bool(conn.execute(
+                "INSERT INTO render_claims (subscriber, claimed_by, lease_until)"
+                " VALUES (:name, :worker, :until) ON CONFLICT (subscriber) DO UPDATE SET"
+                " claimed_by = excluded.claimed_by, lease_until = excluded.lease_until"
+                " WHERE render_claims.lease_until < :now OR render_claims.lease_until > :until"
+                " OR render_claims.claimed_by = excluded.claimed_by RETURNING subscriber",
+                {"name": name, "worker": worker, "until": _ts(until), "now": _ts(now)}
+            ).fetchall())
+
+    def release_reader(self, name: str, worker: str) -> None:
+        """Give up ``worker``'s hold on ``name`` (when it recorded no issue for them)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND claimed_by = ?",
+                         (name, worker))
 
     def feed_items(self, name: str, limit: int) -> list[Ranked]:
         """The newest ``limit`` ranked papers of a subscriber's digests, newest first."""
@@ -786,8 +965,9 @@ class Store:
         with self.transaction() as conn:
             conn.execute("DELETE FROM feed_entries WHERE subscriber = ? AND issue_id < ?",
                          (name, oldest if oldest is not None else 1 << 62))
-            conn.executemany("INSERT OR REPLACE INTO feed_entries (subscriber, issue_id, rank,"
-                             " source, html) VALUES (?, ?, ?, ?, ?)",
+            conn.executemany("INSERT INTO feed_entries (subscriber, issue_id, rank, source, html)"
+                             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (subscriber, issue_id, rank)"
+                             " DO UPDATE SET source = excluded.source, html = excluded.html",
                              [(name, i, r, src, h) for i, r, src, h in entries])
             conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                          " DO UPDATE SET value = excluded.value", meta)
@@ -903,8 +1083,12 @@ class Store:
                 # A lookup that failed backs off; one the budget stopped goes on next run.
                 wait = retry * (2 ** max(attempts - 1, 0)) if r.failed else timedelta(0)
                 conn.execute(
-                    "INSERT OR REPLACE INTO enrichment (paper_id, source, pending, reason,"
-                    " page_date, checked_at, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO enrichment (paper_id, source, pending, reason, page_date,"
+                    " checked_at, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (paper_id) DO UPDATE SET source = excluded.source,"
+                    " pending = excluded.pending, reason = excluded.reason,"
+                    " page_date = excluded.page_date, checked_at = excluded.checked_at,"
+                    " attempts = excluded.attempts, next_at = excluded.next_at",
                     (paper_id, r.source, int(pending), reason[:1000],
                      # "": its listing answered, so a retry goes straight to arXiv
                      "" if r.listed else day.isoformat() if day else None, _ts(now),
@@ -960,7 +1144,8 @@ class Store:
             conn.executemany(
                 "INSERT INTO feedback (subscriber, paper_id, vote, at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (subscriber, paper_id) DO UPDATE SET vote = excluded.vote,"
-                " at = CASE WHEN vote = excluded.vote THEN at ELSE excluded.at END",
+                " at = CASE WHEN feedback.vote = excluded.vote THEN feedback.at"
+                " ELSE excluded.at END",
                 [(subscriber, pid, 1 if like else -1, _ts(at)) for pid, like in chosen.items()])
             got = dict(self._votes(subscriber, list(chosen)))
         return [got[pid] for pid in chosen if pid in got]
@@ -1034,8 +1219,8 @@ class Store:
         paper that has one keeps it. Returns how many were added."""
         with self.transaction() as conn:
             ids = self.paper_ids(blobs)
-            cur = conn.executemany("INSERT OR IGNORE INTO vectors (paper_id, model, vector)"
-                                   " VALUES (?, ?, ?)",
+            cur = conn.executemany("INSERT INTO vectors (paper_id, model, vector)"
+                                   " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                    [(ids[k], model, b) for k, b in blobs.items() if k in ids])
             return int(cur.rowcount)
 
@@ -1076,12 +1261,122 @@ class Store:
                                 (delivery_id,)).fetchone()
         return bool(row and row[0] == "pending")
 
+    # Claims: a sender takes a few messages at a time (``claim``), each for a lease; another
+    # sender skips them until it ends. The claim row is locked, not the outbox row, so every
+    # write here takes the outbox row first, then the claim rows (in id order): no deadlock
+    # on PostgreSQL. Each mark clears the claim.
+    _CLAIMABLE = ("(c.lease_until IS NULL OR c.lease_until < :now)"
+                  " AND (c.tried IS NULL OR c.tried <= :upto)")
+    _STILL_CLAIMABLE = ("(outbox_claims.lease_until IS NULL OR outbox_claims.lease_until < :now)"
+                        " AND (outbox_claims.tried IS NULL OR outbox_claims.tried <= :upto)")
+
+    def claim(self, worker: str, limit: int, lease: timedelta, now: datetime,
+              due_only: bool = True, *, tried_upto: int | None = None) -> list[Delivery]:
+        """Take up to ``limit`` pending messages for ``worker`` until ``now + lease``, fewest
+        attempts first (then oldest): those due (all, unless ``due_only``) that no other
+        sender holds under a live lease, and (with ``tried_upto``) not tried since the
+        ``tries`` mark a pass began with. One transaction; on PostgreSQL the candidates are
+        locked with SKIP LOCKED, so concurrent claimers never wait for each other, and the
+        claim itself is an upsert that re-checks the lease on the newest row, so two
+        claimers never take the same message."""
+        params: dict[str, Any] = {"now": _ts(now), "until": _ts(now + lease), "worker": worker,
+                                  "upto": 2 ** 62 if tried_upto is None else tried_upto,
+                                  "limit": limit}
+        due = " AND o.next_attempt_at <= :now" if due_only else ""
+        lock = " FOR UPDATE OF o SKIP LOCKED" if self.engine == "postgresql" else ""
+        claimed: list[int] = []
+        with self.transaction() as conn:
+            for _ in range(5):  # PostgreSQL: candidates another claimer took meanwhile
+                found = sorted(int(r[0]) for r in conn.execute(
+                    "SELECT o.id FROM outbox o LEFT JOIN outbox_claims c ON c.id = o.id"
+                    f" WHERE o.status = 'pending'{due} AND {self._CLAIMABLE}"
+                    f" ORDER BY o.attempts, o.id LIMIT :limit{lock}", params).fetchall())
+                for delivery_id in found:
+                    if conn.execute(
+                            "INSERT INTO outbox_claims (id, claimed_by, lease_until)"
+                            " VALUES (:id, :worker, :until) ON CONFLICT (id) DO UPDATE SET"
+                            " claimed_by = excluded.claimed_by,"
+                            " lease_until = excluded.lease_until"
+                            f" WHERE {self._STILL_CLAIMABLE}"
+                            " RETURNING id", {**params, "id": delivery_id}).fetchall():
+                        claimed.append(delivery_id)
+                if claimed or not found:
+                    break
+            if not claimed:
+                return []
+            marks = ", ".join("?" for _ in claimed)
+            rows = conn.execute(f"{self._DELIVERY} WHERE o.id IN ({marks})",
+                                tuple(claimed)).fetchall()
+        return sorted((self._delivery(tuple(r)) for r in rows),
+                      key=lambda d: (d.attempts, d.id))
+
+    def renew(self, delivery_id: int, worker: str, until: datetime) -> bool:
+        """Extend ``worker``'s lease on a message to ``until``; False when it no longer
+        holds it (the lease ran out and another sender took it over)."""
+        with self.transaction():
+            cur = self.conn.execute("UPDATE outbox_claims SET lease_until = ?"
+                                    " WHERE id = ? AND claimed_by = ?",
+                                    (_ts(until), delivery_id, worker))
+            return bool(cur.rowcount)
+
+    def release(self, worker: str) -> int:
+        """Give back what ``worker`` still holds (a pass that stopped early); how many."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE outbox_claims SET claimed_by = NULL, lease_until = NULL WHERE id IN"
+                " (SELECT id FROM outbox_claims WHERE claimed_by = ? ORDER BY id"
+                + (" FOR UPDATE)" if self.engine == "postgresql" else ")"), (worker,))
+            return int(cur.rowcount)
+
+    def tries(self) -> int:
+        """The mark of the latest try (a pass claims only messages tried up to its start)."""
+        row = self.conn.execute("SELECT tries FROM send_pace WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def pending_counts(self, now: datetime) -> tuple[int, int]:
+        """Pending messages: (all, not due at ``now``)."""
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN next_attempt_at > ? THEN 1 ELSE 0 END),"
+            " 0) FROM outbox WHERE status = 'pending'", (_ts(now),)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def cancel_pending(self, keep: Collection[str], error: str, at: datetime) -> int:
+        """Fail the pending mail of every subscriber not in ``keep`` (as ``mark_failed``
+        does); how many messages."""
+        with self.transaction() as conn:
+            names = [str(r[0]) for r in conn.execute(
+                "SELECT DISTINCT subscriber FROM outbox WHERE status = 'pending'")]
+            cancelled = 0
+            for name in sorted(set(names) - set(keep)):
+                cancelled += int(conn.execute(
+                    "UPDATE outbox SET status = 'failed', attempts = attempts + 1,"
+                    " last_error = ?, failed_at = ? WHERE subscriber = ? AND status = 'pending'",
+                    (error, _ts(at), name)).rowcount)
+            return cancelled
+
+    def pace(self, interval_s: float, now_epoch: float) -> float:
+        """Reserve the next send slot of the whole store (every sender, every host): the
+        later of ``now_epoch`` and the slot kept, which moves on by ``interval_s``. One
+        transaction (the row locked on PostgreSQL); the caller waits until the slot."""
+        lock = " FOR UPDATE" if self.engine == "postgresql" else ""
+        with self.transaction() as conn:
+            row = conn.execute(f"SELECT next_at FROM send_pace WHERE id = 1{lock}").fetchone()
+            kept = float(row[0]) if row else 0.0
+            # Ahead of now by more than every sender could have reserved: this clock
+            # stepped back (or another host's runs ahead). Start from now, never stall.
+            ahead = interval_s * PACE_SENDERS + 60
+            slot = kept if now_epoch < kept <= now_epoch + ahead else now_epoch
+            conn.execute("INSERT INTO send_pace (id, next_at) VALUES (1, ?) ON CONFLICT (id)"
+                         " DO UPDATE SET next_at = excluded.next_at", (slot + interval_s,))
+        return slot
+
     def mark_sent(self, delivery_id: int, now: datetime) -> None:
         """The server accepted the message: commit that at once."""
         with self.transaction():
             self.conn.execute("UPDATE outbox SET status = 'sent', sent_at = ?, attempts ="
                               " attempts + 1, last_error = NULL WHERE id = ?",
                               (_ts(now), delivery_id))
+            self.conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
 
     def mark_retry(self, delivery_id: int, error: str, next_at: datetime,
                    uncertain_at: datetime | None = None) -> None:
@@ -1097,6 +1392,14 @@ class Store:
                 " WHERE id = ? AND status = 'pending'",
                 (error, _ts(next_at), int(uncertain_at is not None),
                  _ts(uncertain_at) if uncertain_at else None, delivery_id))
+            # The try's mark comes from a counter that only grows (claim rows are deleted
+            # when a message is sent, so their max would fall back and a pass retry again).
+            mark = int(self.conn.execute("UPDATE send_pace SET tries = tries + 1 WHERE id = 1"
+                                         " RETURNING tries").fetchall()[0][0])
+            self.conn.execute(  # the claim cleared; the try marked after every other
+                "INSERT INTO outbox_claims (id, tried) VALUES (?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET claimed_by = NULL, lease_until = NULL, tried = excluded.tried",
+                (delivery_id, mark))
 
     def mark_failed(self, delivery_id: int, error: str, at: datetime | None = None,
                     uncertain: bool = False) -> None:
@@ -1107,6 +1410,7 @@ class Store:
                               " WHERE id = ? AND status = 'pending'",
                               (int(uncertain), error, _ts(at or datetime.now(UTC)),
                                delivery_id))
+            self.conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
 
     def requeue_failed(self, ids: Collection[int], now: datetime) -> list[int]:
         """Put these failed messages back in the queue, due at ``now``, their counters reset.
@@ -1130,14 +1434,15 @@ class Store:
                     (_ts(now), delivery_id))
                 if cur.rowcount:
                     requeued.append(delivery_id)
+                    conn.execute("DELETE FROM outbox_claims WHERE id = ?", (delivery_id,))
         return requeued
 
     def set_unsubscribed(self, name: str, when: datetime | None) -> bool:
         """Stop (or, with None, resume) mail to a subscriber; their history stays."""
         with self.transaction():
             self.conn.execute(  # never met yet: register them, starting after the latest run
-                "INSERT OR IGNORE INTO subscribers (name, cursor_run, created_at)"
-                " VALUES (?, (SELECT coalesce(max(id), 0) FROM runs), ?)",
+                "INSERT INTO subscribers (name, cursor_run, created_at)"
+                " VALUES (?, (SELECT coalesce(max(id), 0) FROM runs), ?) ON CONFLICT DO NOTHING",
                 (name, _ts(when or datetime.now(UTC))))
             cur = self.conn.execute("UPDATE subscribers SET unsubscribed_at = ? WHERE name = ?",
                                     (_ts(when) if when else None, name))
@@ -1166,8 +1471,8 @@ class Store:
 
     def job_slots(self, prefix: str) -> dict[str, datetime | None]:
         """The last slot of every job whose name starts with ``prefix``, in one read."""
-        rows = self.conn.execute("SELECT name, last_slot FROM jobs WHERE name >= ? AND"
-                                 " name < ?", (prefix, prefix + "\U0010ffff"))
+        rows = self.conn.execute("SELECT name, last_slot FROM jobs WHERE substr(name, 1, ?) = ?",
+                                 (len(prefix), prefix))
         return {str(n): _parse_ts(v) if v else None for n, v in rows}
 
     def set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
@@ -1183,7 +1488,7 @@ class Store:
     def _set_job_slot(self, name: str, slot: datetime | None, now: datetime) -> None:
         self.conn.execute(
             "INSERT INTO jobs (name, last_slot, last_run) VALUES (?, ?, ?) ON CONFLICT(name)"
-            " DO UPDATE SET last_slot = coalesce(excluded.last_slot, last_slot),"
+            " DO UPDATE SET last_slot = coalesce(excluded.last_slot, jobs.last_slot),"
             " last_run = excluded.last_run",
             (name, _ts(slot) if slot else None, _ts(now)))
 
@@ -1203,9 +1508,10 @@ class Store:
                 " last_status, last_error) VALUES (:name, :url, :etag, :lm, :now, :status,"
                 " :error) ON CONFLICT(name) DO UPDATE SET last_fetch = :now,"
                 " last_status = :status, last_error = :error,"
-                " url = CASE WHEN :keep THEN url ELSE :url END,"
-                " etag = CASE WHEN :keep THEN etag ELSE :etag END,"
-                " last_modified = CASE WHEN :keep THEN last_modified ELSE :lm END",
+                " url = CASE WHEN :keep = 1 THEN source_state.url ELSE :url END,"
+                " etag = CASE WHEN :keep = 1 THEN source_state.etag ELSE :etag END,"
+                " last_modified = CASE WHEN :keep = 1 THEN source_state.last_modified"
+                " ELSE :lm END",
                 {"name": name, "url": url, "etag": etag, "lm": last_modified, "now": _ts(now),
                  "status": status, "error": error, "keep": int(keep_validators)})
 
@@ -1227,8 +1533,10 @@ class _Overlay(Store):
     """
 
     _WRITTEN = ("meta", "runs", "dumps", "papers", "sightings", "subscribers", "vectors",
-                "jobs", "source_state", "feed_entries", "stale_pages")
-    _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state")  # one row per thing
+                "jobs", "source_state", "feed_entries", "stale_pages", "feed_changes",
+                "page_changes", "render_claims", "tallies")
+    _COPIED = ("meta", "runs", "subscribers", "jobs", "source_state", "tallies")  # one row
+    _PREFETCH = False  # each look-up faults in what it reads (``_find_paper``)
 
     def __init__(self, conn: sqlite3.Connection, path: str,
                  tmp: tempfile.TemporaryDirectory[str] | None) -> None:
@@ -1312,11 +1620,6 @@ class _Overlay(Store):
                     (paper.arxiv_id, paper.key, normalise_title(paper.title)))
         return super()._find_paper(paper)
 
-    def paper_count(self) -> int:
-        return int(self.conn.execute(
-            "SELECT (SELECT count(*) FROM disk.papers) + (SELECT count(*) FROM main.papers"
-            " WHERE id > (SELECT coalesce(max(id), 0) FROM disk.papers))").fetchone()[0])
-
     def papers_after(self, after_run: int, upto_run: int) -> list[Paper]:
         self._fault("p.first_run > ? AND p.first_run <= ?", (after_run, upto_run))
         return super().papers_after(after_run, upto_run)
@@ -1365,3 +1668,31 @@ class _Overlay(Store):
         plist = list(papers)
         self._fault_keys(p.key for p in plist)
         return super().outgrown(plist)
+
+
+# -- choosing the engine -------------------------------------------------------------------
+def open_store(config: Config) -> Store:
+    """The store the config names: PostgreSQL (``[store] url``) or the SQLite file."""
+    if config.store_url:
+        from .pgstore import PgStore
+
+        return PgStore.connect(config.store_url)
+    return Store.open(config.store_path)
+
+
+def snapshot_store(config: Config) -> Store:
+    """``Store.snapshot`` on either engine: readable and writable, nothing kept."""
+    if config.store_url:
+        from .pgstore import PgSnapshot
+
+        return PgSnapshot.connect(config.store_url)
+    return Store.snapshot(config.store_path)
+
+
+def read_only_store(config: Config) -> Store | None:
+    """``Store.read_only`` on either engine (None: no store yet)."""
+    if config.store_url:
+        from .pgstore import PgStore
+
+        return PgStore.connect(config.store_url)
+    return Store.read_only(config.store_path)

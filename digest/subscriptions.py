@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from .config import Config
 from .errors import UsageError
-from .store import Store
+from .store import Store, open_store, read_only_store
 
 
 def by_email(config: Config, store: Store, email: str) -> list[str]:
@@ -29,7 +29,7 @@ def set_mail(config: Config, names: Iterable[str], *, stop: bool,
              now: datetime | None = None) -> None:
     """Stop (``stop=True``) or resume e-mail to these subscribers; pending mail of those who
     stop is cancelled. Their history, feed and archive stay."""
-    store = Store.open(config.store_path)
+    store = open_store(config)
     try:
         for name in names:
             store.set_unsubscribed(name, (now or datetime.now(UTC)) if stop else None)
@@ -40,7 +40,7 @@ def set_mail(config: Config, names: Iterable[str], *, stop: bool,
 def set_mail_by_email(config: Config, email: str, *, stop: bool,
                       now: datetime | None = None) -> list[str]:
     """``set_mail`` for every subscriber with this address; return their names."""
-    store = Store.open(config.store_path)
+    store = open_store(config)
     try:
         names = by_email(config, store, email)
     finally:
@@ -51,7 +51,7 @@ def set_mail_by_email(config: Config, email: str, *, stop: bool,
 
 def is_unsubscribed(config: Config, name: str) -> bool:
     """True when the subscriber asked for no more e-mail (nothing is created to find out)."""
-    store = Store.read_only(config.store_path)
+    store = read_only_store(config)
     if store is None:
         return False
     try:

@@ -50,7 +50,7 @@ from .errors import ConfigError, UsageError
 from .links import DISLIKE, LIKE, WebLinks
 from .models import Paper, Vote
 from .render import Renderer
-from .store import Store
+from .store import read_only_store
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -737,7 +737,7 @@ class WebApp:
 
     def paper(self, key: str) -> Paper | None:
         """The stored paper a key names, or None (also with no store yet)."""
-        store = Store.read_only(self.config.store_path)
+        store = read_only_store(self.config)
         if store is None:
             return None
         try:

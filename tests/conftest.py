@@ -14,6 +14,8 @@ from mailserver import SUBSCRIBERS, Server, smtp_table
 
 from digest.config import Config, load_config
 
+pytest_plugins = ["pgcluster"]  # pg_cluster, pg_url: a throwaway PostgreSQL server
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SHARED_DUMPS = ROOT.parent / "shared" / "dumps"

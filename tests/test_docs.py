@@ -12,6 +12,7 @@ from digest.config import (
     _RANKING_KEYS,
     _SMTP_KEYS,
     _SOURCE_KEYS,
+    _STORE_KEYS,
     _SUBSCRIBER_KEYS,
 )
 
@@ -37,7 +38,8 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_every_command_and_config_key_is_documented() -> None:
     for name in cli.commands:
         assert f"`digest {name}" in README, name
-    for key in (*_DIGEST_KEYS, *_SUBSCRIBER_KEYS, *_SMTP_KEYS, *_SOURCE_KEYS, *_RANKING_KEYS):
+    for key in (*_DIGEST_KEYS, *_SUBSCRIBER_KEYS, *_SMTP_KEYS, *_SOURCE_KEYS, *_RANKING_KEYS,
+                *_STORE_KEYS):
         assert f"| `{key}` |" in README, key
 
 

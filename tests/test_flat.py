@@ -12,7 +12,7 @@ import pytest
 from conftest import DUMP_DAY, Clock, Project, dated, tree_state
 
 import digest.feed
-from digest.pipeline import FEED_FINGERPRINT, preview, run
+from digest.pipeline import FEED_FINGERPRINT, FEEDS_BUILT, preview, run
 from digest.render import Renderer
 from digest.schema import MIGRATIONS
 from digest.sources import read_dump
@@ -117,7 +117,8 @@ def test_an_idle_run_builds_no_feed_and_a_new_issue_renders_only_its_entries(
     assert sum(got.values()) <= len(rendered) < shown
     incremental = {n: (feeds / f"{n}.atom").read_bytes() for n in got}
     store.conn.execute("DELETE FROM feed_entries")
-    store.conn.execute("DELETE FROM meta WHERE key LIKE ?", (FEED_FINGERPRINT + "%",))
+    store.conn.execute("DELETE FROM meta WHERE key LIKE ? OR key LIKE ?",
+                         (FEED_FINGERPRINT + "%", FEEDS_BUILT + "%"))
     store.close()
     for name in got:
         (feeds / f"{name}.atom").unlink()
@@ -135,7 +136,8 @@ def test_a_re_sighted_paper_that_changed_rebuilds_the_feeds_showing_it(
     with conn:  # as if the paper had first been listed with a shorter abstract
         conn.execute("UPDATE papers SET abstract = substr(abstract, 1, 10) WHERE id ="
                      " (SELECT paper_id FROM issue_items ORDER BY issue_id, rank LIMIT 1)")
-        conn.execute("DELETE FROM meta WHERE key LIKE ?", (FEED_FINGERPRINT + "%",))
+        conn.execute("DELETE FROM meta WHERE key LIKE ? OR key LIKE ?",
+                         (FEED_FINGERPRINT + "%", FEEDS_BUILT + "%"))
     conn.close()
     assert run(project.config(), now=clock).feeds_written  # built from the short abstract
     conn = sqlite3.connect(path)

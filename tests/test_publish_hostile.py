@@ -224,7 +224,7 @@ def test_an_entry_that_cannot_be_built_is_left_out_with_a_warning(
                          (json.dumps([[None, 1.0, 1, 0, 1.0, None]]),))
             # ... and this one meets it after an upgrade, whose new code is part of what
             # every feed is made from: each feed is looked at again.
-            conn.execute("DELETE FROM meta WHERE key = 'feeds_built'")
+            conn.execute("DELETE FROM meta WHERE key LIKE 'feeds_built:%'")
             key = conn.execute("SELECT p.key FROM issue_items ii JOIN papers p ON p.id ="
                                " ii.paper_id JOIN issues i ON i.id = ii.issue_id WHERE"
                                " i.subscriber = 'all' AND ii.rank = 1").fetchone()[0]

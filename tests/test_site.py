@@ -22,7 +22,7 @@ from digest.config import load_config
 from digest.errors import ConfigError
 from digest.pipeline import run
 from digest.render import Renderer
-from digest.site import FINGERPRINT_KEY, build, build_site
+from digest.site import build, build_site, keys
 from digest.store import Store
 
 FEEDS = "https://digest.example.org/feeds/"
@@ -290,16 +290,17 @@ def test_an_old_plain_fingerprint_means_everything_changed(readers: Project,
     site = two_runs(readers, clock)
     config = readers.config()
     store = Store.open(config.store_path)
-    mark = store.meta(FINGERPRINT_KEY)
+    key = keys(config)[0]
+    mark = store.meta(key)
     assert mark and set(json.loads(mark)) == {"global", "readers"}
-    store.set_meta(FINGERPRINT_KEY, "0" * 64)  # what an older version stored
+    store.set_meta(key, "0" * 64)  # what an older version stored
     store.close()
     for path in site.rglob("*.html"):
         path.write_text("stale")
     run(config, now=clock)
     assert not [p for p in site.rglob("*.html") if p.read_text() == "stale"]
     store = Store.open(config.store_path)
-    assert store.meta(FINGERPRINT_KEY) == mark
+    assert store.meta(key) == mark
     store.close()
 
 
@@ -336,7 +337,7 @@ def test_a_read_only_store_builds_every_page_and_keeps_its_meta(readers: Project
     config = readers.config()
     (site / "ana" / "0001-2026-11-23.html").write_text("stale")
     before = Store.open(config.store_path)
-    mark = before.meta(FINGERPRINT_KEY)
+    mark = before.meta(keys(readers.config())[0])
     before.close()
     assert mark
     custom = readers.root / "my-templates"
@@ -355,7 +356,7 @@ def test_a_read_only_store_builds_every_page_and_keeps_its_meta(readers: Project
     assert str(site / "ana" / "0001-2026-11-23.html") in report.written
     assert all("Best matches" in p.read_text() for p in issue_pages(site, "ana"))
     after = Store.open(config.store_path)
-    assert after.meta(FINGERPRINT_KEY) == mark  # could not be written: no error either
+    assert after.meta(keys(readers.config())[0]) == mark  # could not be written: no error
     after.close()
 
 

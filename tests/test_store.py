@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,34 +19,61 @@ from digest.store import Store
 NEW_PER_DUMP = [103, 13, 47, 87, 68]
 
 
+TABLES = ("runs", "dumps", "papers", "sightings", "subscribers", "issues")
+
+
 def counts(path: Path) -> dict[str, int]:
     conn = sqlite3.connect(path)
     try:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("runs", "dumps", "papers", "sightings", "subscribers", "issues")}
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     finally:
         conn.close()
 
 
-def test_five_dumps_in_name_order(tmp_path: Path, shared_dumps: list[Path],
+def rows(store: Store) -> dict[str, int]:
+    """Row counts through the store's own connection (either engine)."""
+    return {t: int(store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+            for t in TABLES}
+
+
+Opener = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens the same store again and again: a SQLite file, or a fresh PostgreSQL database
+    (the same tests run on both engines; ``pg_url`` skips only without a server)."""
+    if request.param == "sqlite":
+        yield lambda: Store.open(tmp_path / "s.db")
+        return
+    from digest.pgstore import PgStore, close_pools
+
+    url = request.getfixturevalue("pg_url")
+    yield lambda: PgStore.connect(url)
+    close_pools()
+
+
+def test_five_dumps_in_name_order(opener: Opener, shared_dumps: list[Path],
                                   clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+    store = opener()
     news = []
     for path in shared_dumps:
         result = store.ingest(read_dump(path, today=DUMP_DAY), None, "run", clock())
         news.append(len(result.new_keys))
         clock.tick()
     assert news == NEW_PER_DUMP
-    assert store.paper_count() == 318
+    assert store.paper_count() == 318  # the kept count, the same as counting them
+    assert store.conn.execute("SELECT count(*) FROM papers").fetchone()[0] == 318
     assert store.integrity_ok()
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store.engine == "sqlite":
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("SELECT count(*) FROM sightings").fetchone()[0] == 390
     store.close()
 
 
 def test_same_dump_under_another_name_is_found(tmp_path: Path, shared_dumps: list[Path],
-                                              clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+                                              clock: Clock, opener: Opener) -> None:
+    store = opener()
     first = read_dump(shared_dumps[0], today=DUMP_DAY)
     store.ingest(first, None, "run", clock())
     copy = tmp_path / "renamed.txt"
@@ -56,33 +84,31 @@ def test_same_dump_under_another_name_is_found(tmp_path: Path, shared_dumps: lis
     store.close()
 
 
-def test_fault_mid_ingest_leaves_store_as_it_was(tmp_path: Path, shared_dumps: list[Path],
+def test_fault_mid_ingest_leaves_store_as_it_was(opener: Opener, shared_dumps: list[Path],
                                                  clock: Clock,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "s.db"
-    store = Store.open(path)
+    store = opener()
     store.ingest(read_dump(shared_dumps[0], today=DUMP_DAY), None, "run", clock())
-    before = counts(path)
-    with path.open("rb") as handle:
-        before_bytes = handle.read()
+    before = rows(store)
     monkeypatch.setenv("DIGEST_FAULT", "ingest:mid")
     second = read_dump(shared_dumps[1], today=DUMP_DAY)
     with pytest.raises(InjectedFault):
         store.ingest(second, None, "run", clock())
-    assert not store.conn.in_transaction
-    assert counts(path) == before
+    assert not store.in_transaction()
+    assert rows(store) == before
     assert store.find_dump(second.sha256) is None
     store.close()
-    assert Store.open(path).integrity_ok()
-    assert before_bytes  # the file existed and was readable before the failure
+    again = opener()
+    assert again.integrity_ok() and rows(again) == before
+    again.close()
     monkeypatch.delenv("DIGEST_FAULT")
-    store = Store.open(path)
+    store = opener()
     assert len(store.ingest(second, None, "run", clock()).new_keys) == 13
     store.close()
 
 
-def test_later_sighting_fills_in_what_was_missing(tmp_path: Path, clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+def test_later_sighting_fills_in_what_was_missing(opener: Opener, clock: Clock) -> None:
+    store = opener()
     bare = Paper(key="title:a paper", title="A Paper", abstract="")
     full = Paper(key="title:a paper", title="A paper.", abstract="Now with an abstract.",
                  authors=3, upvotes=5)
@@ -95,8 +121,8 @@ def test_later_sighting_fills_in_what_was_missing(tmp_path: Path, clock: Clock) 
     store.close()
 
 
-def test_arxiv_id_joins_a_paper_first_seen_by_title(tmp_path: Path, clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+def test_arxiv_id_joins_a_paper_first_seen_by_title(opener: Opener, clock: Clock) -> None:
+    store = opener()
     by_title = Paper(key="title:shared paper", title="Shared Paper", abstract="x")
     by_id = Paper(key="arxiv:2401.00001", title="Shared paper", abstract="x",
                   arxiv_id="2401.00001")
@@ -127,8 +153,8 @@ def test_corrupt_store_is_a_store_error(tmp_path: Path) -> None:
         Store.open(path)
 
 
-def test_a_sighting_without_upvotes_keeps_the_known_count(tmp_path: Path, clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+def test_a_sighting_without_upvotes_keeps_the_known_count(opener: Opener, clock: Clock) -> None:
+    store = opener()
     for i, upvotes in enumerate((250, None, 7, 300)):
         paper = Paper(key="title:p", title="P", abstract="x", upvotes=upvotes)
         store.ingest(ParsedDump(f"d{i}.txt", f"h{i}", "x", None, None, (paper,)), None, "run",
@@ -138,9 +164,9 @@ def test_a_sighting_without_upvotes_keeps_the_known_count(tmp_path: Path, clock:
     store.close()
 
 
-def test_a_title_seen_first_with_an_arxiv_id_is_the_same_paper(tmp_path: Path,
+def test_a_title_seen_first_with_an_arxiv_id_is_the_same_paper(opener: Opener,
                                                                clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+    store = opener()
     first = Paper(key="arxiv:2611.00001", title="A Shared Paper", abstract="x",
                   arxiv_id="2611.00001")
     by_title = Paper(key="title:a shared paper", title="A shared paper!", abstract="x")
@@ -194,15 +220,15 @@ def test_migration_5_upgrades_a_store_of_the_previous_schema(
     store.close()
 
 
-def test_votes_are_one_transaction_and_an_unknown_key_records_none(tmp_path: Path,
+def test_votes_are_one_transaction_and_an_unknown_key_records_none(opener: Opener,
                                                                    clock: Clock) -> None:
-    store = Store.open(tmp_path / "s.db")
+    store = opener()
     store.ingest(ParsedDump("d.json", "h", "x", None, None, (_paper(1), _paper(2))), None,
                  "run", clock())
     with pytest.raises(UsageError, match=r"'arxiv:2612\.00009'.*digest parse --json"):
         store.record_votes("ana", [(_paper(1).key, True), ("arxiv:2612.00009", False)],
                            clock())
-    assert store.votes("ana") == [] and not store.conn.in_transaction
+    assert store.votes("ana") == [] and not store.in_transaction()
     got = store.record_votes("ana", [(_paper(1).key, True), (_paper(2).key, True),
                                      (_paper(1).key, False)], clock())
     assert [(v.paper.key, v.like) for v in got] == [(_paper(1).key, False),
@@ -213,10 +239,9 @@ def test_votes_are_one_transaction_and_an_unknown_key_records_none(tmp_path: Pat
     store.close()
 
 
-def test_vectors_go_in_with_the_dump_or_not_at_all(tmp_path: Path, clock: Clock,
+def test_vectors_go_in_with_the_dump_or_not_at_all(opener: Opener, clock: Clock,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "s.db"
-    store = Store.open(path)
+    store = opener()
     papers = tuple(_paper(n) for n in range(4))
     blobs = {p.key: bytes([n]) * 8 for n, p in enumerate(papers)}
     monkeypatch.setenv("DIGEST_FAULT", "ingest:mid")
@@ -239,10 +264,10 @@ def test_read_only_never_creates_a_store(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_feeds_keep_what_the_learned_signals_said(tmp_path: Path, clock: Clock) -> None:
+def test_feeds_keep_what_the_learned_signals_said(opener: Opener, clock: Clock) -> None:
     from digest.models import Match, Ranked
 
-    store = Store.open(tmp_path / "s.db")
+    store = opener()
     papers = (Paper(key="title:a", title="A", abstract="x"), Paper(key="title:b", title="B",
                                                                    abstract="y"))
     dump = ParsedDump("d.txt", "h", "blank-separated", None, None, papers)
@@ -254,3 +279,73 @@ def test_feeds_keep_what_the_learned_signals_said(tmp_path: Path, clock: Clock) 
     assert got == {"title:a": ((Match("x", 1.0, 0, 1, 1.5),), ("Liked one",), False),
                    "title:b": ((), (), True)}
     store.close()
+
+
+Rows = list[tuple[object, ...]]
+
+
+def _papers_and_sightings(store: Store) -> tuple[Rows, Rows]:
+    papers = [tuple(r) for r in store.conn.execute(
+        "SELECT id, key, arxiv_id, title, abstract, first_run, revision_only FROM papers"
+        " ORDER BY id")]
+    seen = [tuple(r) for r in store.conn.execute(
+        "SELECT paper_id, dump_id, line FROM sightings ORDER BY dump_id, paper_id, line")]
+    return papers, seen
+
+
+def test_a_dump_read_at_once_finds_the_same_papers_as_one_by_one(
+        opener: Opener, tmp_path: Path, shared_dumps: list[Path], clock: Clock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_prefetch`` (three queries a dump) against ``_find_paper``'s queries per paper:
+    the real dumps, then the cases where matching is subtle, within one dump and across."""
+    tricky = [
+        [Paper(key="title:graph nets", title="Graph Nets", abstract="a"),
+         Paper(key="arxiv:2501.00001", title="Graph nets!", abstract="longer abstract",
+               arxiv_id="2501.00001"),  # the same title, now with an id: the same paper
+         Paper(key="arxiv:2501.00002", title="Graph Nets", abstract="b",
+               arxiv_id="2501.00002"),  # the same title, another id: another paper
+         Paper(key="title:graph nets", title="GRAPH NETS", abstract="c")],  # in-dump again
+        [Paper(key="arxiv:2501.00002", title="Renamed", abstract="d", arxiv_id="2501.00002"),
+         Paper(key="title:graph nets", title="Graph Nets", abstract="e"),
+         Paper(key="arxiv:2501.00003", title="Graph Nets", abstract="f",
+               arxiv_id="2501.00003")],
+    ]
+    found = []
+    for batched in (True, False):
+        monkeypatch.setattr(Store, "_PREFETCH", batched)
+        store = opener() if batched else Store.open(tmp_path / "one-by-one.db")
+        try:
+            for path in shared_dumps:
+                store.ingest(read_dump(path, today=DUMP_DAY), None, "run", clock())
+            for n, papers in enumerate(tricky):
+                store.ingest(ParsedDump(path=f"tricky-{n}.txt", sha256=f"{n:064d}",
+                                        shape="test", page_date=None, page_date_raw=None,
+                                        papers=tuple(papers)),
+                             None, "run", clock())
+            found.append(_papers_and_sightings(store))
+            assert store.paper_count() == len(found[-1][0])
+        finally:
+            store.close()
+    assert found[0] == found[1]
+    keys = [row[1] for row in found[0][0]]
+    assert len(keys) == len(set(keys))
+
+
+def test_a_sqlite_too_old_for_the_store_is_named(tmp_path: Path) -> None:
+    from digest.store import _check_sqlite
+
+    with pytest.raises(StoreError, match=r"SQLite is 3\.34\.1; digest needs 3\.35\.0 or newer"):
+        _check_sqlite(tmp_path / "s.db", (3, 34, 1))
+    _check_sqlite(tmp_path / "s.db", (3, 35, 0))  # new enough: nothing said
+
+
+def test_the_send_pace_survives_a_clock_stepping_back(opener: Opener) -> None:
+    store = opener()
+    try:
+        assert store.pace(1.0, 1_000_000.0) == 1_000_000.0
+        assert store.pace(1.0, 1_000_000.0) == 1_000_001.0  # the next slot, a second on
+        # The clock went back an hour: the kept slot is not waited for.
+        assert store.pace(1.0, 996_400.0) == 996_400.0
+        assert store.pace(1.0, 996_400.0) == 996_401.0
+    finally:
+        store.close()
