@@ -17,7 +17,7 @@ from test_store import NEW_PER_DUMP
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.pgstore import LOCKS, PgStore, close_pools, translate
+from digest.pgstore import LOCKS, PgStore, close_pools, pool, translate
 from digest.pipeline import preview, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +45,11 @@ def test_a_connection_given_back_to_the_pool_holds_no_lock(pg_url: str) -> None:
 
     store = PgStore.connect(pg_url)
     store.conn.execute("SELECT pg_advisory_lock(?)", (LOCKS["ingest"],))  # never unlocked
-    store.close()  # the connection stays open in the pool
+    store.close()  # the connection stays open in the pool (reset by the pool's worker)
     with psycopg.connect(pg_url, autocommit=True) as other:
-        assert other.execute("SELECT pg_try_advisory_lock(%s)",
-                             (LOCKS["ingest"],)).fetchone()[0]
+        other.execute("SET lock_timeout = '20s'")  # LockNotAvailable if it is kept
+        other.execute("SELECT pg_advisory_lock(%s)", (LOCKS["ingest"],))
+    assert pool(pg_url).get_stats().get("connections_num", 0) >= 1  # not closed: reset
 
 
 def test_the_five_dumps_give_the_same_new_papers_as_on_sqlite(
