@@ -984,14 +984,22 @@ Share = tuple[list[dict[str, object]], list[str], list[str], HelperError | None]
 _STOP: Any = None  # in a helper process: the run's stop event
 
 
-def _helper_init(stop: Any) -> None:
+def _helper_init(stop: Any, parent: int) -> None:
     """A helper's start: SIGINT (Ctrl-C reaches the whole process group) and SIGTERM
     (systemd stops every process of the service) finish the reader in hand, then return;
-    the run's process decides what to do."""
+    the run's process decides what to do. If the run's process dies, so does the helper,
+    at once, as in a crash (on Linux: nothing would read its result, and it would wait
+    for that forever)."""
     import signal
 
     global _STOP
     _STOP = stop
+    with contextlib.suppress(Exception):  # Linux only: elsewhere ``stop`` sees it
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that
+        os._exit(1)
     signal.signal(signal.SIGINT, lambda _n, _f: stop.set())
     signal.signal(signal.SIGTERM, lambda _n, _f: stop.set())
 
@@ -1014,7 +1022,7 @@ def _start_helpers(config: Config, now: Clock, due: Mapping[str, datetime | None
     for n in range(1, workers):
         try:
             pool = ProcessPoolExecutor(1, mp_context=context, initializer=_helper_init,
-                                       initargs=(stop,))
+                                       initargs=(stop, os.getpid()))
             try:
                 started.append(pool.submit(render_share, config, now,
                                            dict(due) if due is not None else None, upto, n,
