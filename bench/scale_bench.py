@@ -57,7 +57,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # this tree's digest (also in the commands' processes)
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
 from pgcluster import Cluster, find_bin_dir  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+from pipeline_bench import vocabulary  # noqa: E402  (the same pseudo-words as there)
 
 from digest.models import ParsedDump  # noqa: E402
 from digest.sources.markup import make_paper  # noqa: E402
@@ -109,16 +111,6 @@ print("@@ " + json.dumps({"rss": int(hwm) / 1024, "took": took, "cpu": cpu, "cod
 
 
 # -- synthetic papers ----------------------------------------------------------------------
-def vocabulary(rng: random.Random, size: int = 6000) -> list[str]:
-    """Pronounceable pseudo-words (their frequencies follow a long tail below)."""
-    syllables = ["ka", "lo", "mi", "ten", "ra", "vo", "sil", "qu", "ne", "dor", "pa", "xi",
-                 "tra", "mo", "len", "gi", "fu", "ber", "sa", "cor"]
-    words: set[str] = set()
-    while len(words) < size:
-        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
-    return sorted(words)
-
-
 SURNAMES = ("Ahn", "Brandt", "Castro", "Dubois", "Eze", "Fischer", "Gupta", "Haddad", "Ito",
             "Jensen", "Kowalski", "Li", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn",
             "Rossi", "Silva", "Tanaka", "Uddin", "Varga", "Wang", "Xu", "Yilmaz", "Zhou")
@@ -362,11 +354,12 @@ def requeue_all(rig: Rig) -> int:
         store.close()
 
 
-def sent_count(rig: Rig) -> int:
+def outbox_count(rig: Rig, status: str) -> int:
+    """How many outbox messages have this status."""
     store = rig.open()
     try:
-        return int(store.conn.execute(
-            "SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0])
+        return int(store.conn.execute("SELECT count(*) FROM outbox WHERE status = ?",
+                                      (status,)).fetchone()[0])
     finally:
         store.close()
 
@@ -513,15 +506,6 @@ def run_once(rig: Rig, texts: Texts, config: Path, opts: Options, k: int,
     return measure(argv, rig.folder, mode="phases")
 
 
-def pending(rig: Rig) -> int:
-    store = rig.open()
-    try:
-        return int(store.conn.execute(
-            "SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
-    finally:
-        store.close()
-
-
 def part3(label: str, rigs: list[Rig], texts: Texts, opts: Options, sink: Sink
           ) -> dict[str, float]:
     large = rigs[1]
@@ -536,7 +520,7 @@ def part3(label: str, rigs: list[Rig], texts: Texts, opts: Options, sink: Sink
     for rig, config in zip(rigs, configs, strict=True):
         runs.append(run_once(rig, texts, config, opts, 0))
         say(phase_row(rig.label, runs[-1]))
-        queued = pending(rig)
+        queued = outbox_count(rig, "pending")
         if queued != opts.readers:
             say(f"   !! {queued:,} messages queued, not {opts.readers:,}")
     last = runs[-1]
@@ -589,8 +573,9 @@ def sends(rig: Rig, config: Path, sink: Sink, opts: Options) -> dict[str, float]
             argv += ["--workers", str(w)]
         m = measure(argv, rig.folder)
         got = sink.count - before
-        if got != queued or sent_count(rig) != queued:
-            say(f"   !! {got:,} received and {sent_count(rig):,} marked sent of {queued:,}")
+        sent = outbox_count(rig, "sent")
+        if got != queued or sent != queued:
+            say(f"   !! {got:,} received and {sent:,} marked sent of {queued:,}")
         took[w] = m.took
         extra = ""
         if previous is not None:
