@@ -39,6 +39,7 @@ from .fsutil import (
     leftovers_possible,
     mark_clean,
     mark_unclean,
+    publisher_id,
     publishing,
     remove_stale_temps,
 )
@@ -579,14 +580,6 @@ def feed_identity(store: Store, config: Config, now: Clock) -> tuple[str, str, d
 FEED_FINGERPRINT = "feed_fingerprint:"  # store meta, + publisher:name: what made a feed
 
 
-def publisher(config: Config) -> str:
-    """Who publishes these files: one id per data folder (kept in it), so two hosts on one
-    store each know what their own feeds and pages were built from."""
-    from .fsutil import publisher_id
-
-    return publisher_id(config.data_dir)
-
-
 @functools.cache
 def _code_hash() -> str:
     """The code that shapes a feed's bytes: this package's version and its rendering
@@ -620,7 +613,7 @@ def feeds_state(store: Store, config: Config, renderer: Renderer,
     """One hash of what all the feeds are made from: what every fingerprint hashes, the
     newest issue, and how many feeds are known current (a changed paper drops its feeds'
     fingerprints). "" while a feed was built with an entry left out (marked partial)."""
-    state = store.feed_state(f"{FEED_FINGERPRINT}{publisher(config)}:")
+    state = store.feed_state(f"{FEED_FINGERPRINT}{publisher_id(config.data_dir)}:")
     if state[2]:
         return ""  # a feed left an entry out: it is tried (and told) again every run
     common = _feed_common(config, renderer, identity)
@@ -653,7 +646,7 @@ def _feed_readers(config: Config) -> str:
 def feeds_current(store: Store, config: Config, renderer: Renderer, now: Clock) -> bool:
     """True when ``write_feeds`` would build no feed now (its quick check)."""
     state = feeds_state(store, config, renderer, feed_identity(store, config, now))
-    return bool(state) and store.meta(FEEDS_BUILT + publisher(config)) == state and \
+    return bool(state) and store.meta(FEEDS_BUILT + publisher_id(config.data_dir)) == state and \
         _feeds_there(config)
 
 
@@ -700,7 +693,7 @@ def write_feeds(store: Store, config: Config, renderer: Renderer, now: Clock,
     identity = feed_identity(store, config, now)
     authority, tag_date, created = identity
     state = feeds_state(store, config, renderer, identity)
-    me = publisher(config)
+    me = publisher_id(config.data_dir)  # each data folder publishes its own feeds
     if state and store.meta(FEEDS_BUILT + me) == state and _feeds_there(config):
         report.feeds_unchanged += _feed_paths(config)  # nothing changed; every file is there
         return
@@ -880,16 +873,17 @@ def _run_store(store: Store, config: Config, renderer: Renderer, now: Clock,
 def _publish(store: Store, config: Config, renderer: Renderer, now: Clock,
              report: RunReport, mail: MailContext | None,
              due: Mapping[str, datetime | None] | None, semantic: Semantic | None,
-             secret: bytes | None, quiet: bool, upto: int | None = None,
+             secret: bytes | None, quiet: bool, upto: int,
              workers: int = 1) -> list[BaseException]:
     """Digests, feeds and the site: everything a run writes into the output folders.
     ``quiet``: the feeds and the site were found current; with no issue recorded since,
     they still are. Each digest is published as it is made and only its summary kept.
     Returns what went wrong in helper processes (raised by the caller once the digests
-    they and this process recorded are published and sent)."""
-    upto = store.latest_run() if upto is None else upto
-    waiting = _waiting(store, config, due, upto)
-    helpers, stop = _start_helpers(config, now, due, upto, min(workers, waiting), report.warn)
+    they and this process recorded are published and sent). ``upto``: the newest run to
+    cover, read under the ingest hold."""
+    # No more workers than readers waiting (only asked when there is more than one).
+    workers = min(workers, _waiting(store, config, due, upto)) if workers > 1 else 1
+    helpers, stop = _start_helpers(config, now, due, upto, workers, report.warn)
     # On SQLite one run at a time uses the store (the data folder's lock): claims are
     # needed only among its own workers. On a server another host's run may share it.
     shared = bool(helpers) or store.engine != "sqlite"
