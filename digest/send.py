@@ -261,7 +261,8 @@ def _send_one(client: smtplib.SMTP, smtp: SmtpConfig, d: Delivery) -> None:
 
 
 def worker_name(n: int = 0) -> str:
-    """A sender's name in the claims: unique to this host, process, pass and thread."""
+    """A worker's name in the claims (a sender's, or a digest maker's in ``run --workers``):
+    unique to this host, process, pass and thread."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}:{n}"
 
 

@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 from . import __version__
 from .config import Config
 from .errors import ConfigError, StoreError
-from .fsutil import atomic_write, folder_problem, publishing, remove_stale_temps
+from .fsutil import atomic_write, folder_problem, publisher_id, publishing, remove_stale_temps
 from .links import WebLinks, links_for
 from .lock import exclusive
 from .models import Digest, Profile
@@ -60,8 +60,6 @@ SEEN_KEY = "site_changes_seen:"  # store meta, + publisher: the last page change
 
 def keys(config: Config) -> tuple[str, str, str]:
     """This publisher's (fingerprint, built, seen) meta keys: each host has its own pages."""
-    from .fsutil import publisher_id
-
     me = publisher_id(config.data_dir)
     return FINGERPRINT_KEY + me, BUILT_KEY + me, SEEN_KEY + me
 TOP_TERMS = 3  # keywords shown per issue in an archive
@@ -240,7 +238,7 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
     # A quiet run (no new issue, nothing that shapes the pages changed, every reader's
     # folder still there) renders nothing.
     if store is not None and not full and not subscribers and not stale and _current(
-            config, store, mark, stored_text):
+            config, store, mark, stored_text, built_key):
         return report
     stored = Fingerprint.load(stored_text)
     full = full or stored is None or stored.common != mark.common
@@ -305,9 +303,9 @@ def build_site(config: Config, store: Store | None, renderer: Renderer,
 def site_current(config: Config, store: Store, renderer: Renderer,
                  secret: bytes | None) -> bool:
     """True when a run that records no issue would render no page (its quick check)."""
-    fp_key, _, seen_key = keys(config)
+    fp_key, built_key, seen_key = keys(config)
     return store.newest_page_change() <= int(store.meta(seen_key) or 0) and _current(
-        config, store, fingerprint(config, renderer, secret), store.meta(fp_key))
+        config, store, fingerprint(config, renderer, secret), store.meta(fp_key), built_key)
 
 
 def _built_state(store: Store, mark: Fingerprint, stored_text: str | None) -> str:
@@ -316,11 +314,11 @@ def _built_state(store: Store, mark: Fingerprint, stored_text: str | None) -> st
     return _sha(json.dumps([mark.quick(), stored_text, store.newest_issue_id()]).encode())
 
 
-def _current(config: Config, store: Store, mark: Fingerprint,
-             stored_text: str | None) -> bool:
-    """The site as this publisher's last build left it (page changes are checked apart)."""
-    return _still_built(config, store.meta(keys(config)[1]),
-                        _built_state(store, mark, stored_text))
+def _current(config: Config, store: Store, mark: Fingerprint, stored_text: str | None,
+             built_key: str) -> bool:
+    """The site as this publisher's last build left it (page changes are checked apart;
+    ``built_key``: its meta key of what it was built from)."""
+    return _still_built(config, store.meta(built_key), _built_state(store, mark, stored_text))
 
 
 def _still_built(config: Config, kept: str | None, built: str | None) -> bool:

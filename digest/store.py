@@ -844,8 +844,9 @@ class Store:
             if slot is not None:
                 self._set_job_slot(slot[0], slot[1], generated_at)
             if claim is not None:
-                conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND"
-                             " claimed_by = ?", (name, claim))
+                conn.execute(self._RELEASE_READER, (name, claim))
+
+    _RELEASE_READER = "DELETE FROM render_claims WHERE subscriber = ? AND claimed_by = ?"
 
     def claim_reader(self, name: str, worker: str, until: datetime, now: datetime) -> bool:
         """Hold ``name``'s next digest for ``worker`` until ``until``: True unless another
@@ -866,8 +867,7 @@ class Store:
     def release_reader(self, name: str, worker: str) -> None:
         """Give up ``worker``'s hold on ``name`` (when it recorded no issue for them)."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM render_claims WHERE subscriber = ? AND claimed_by = ?",
-                         (name, worker))
+            conn.execute(self._RELEASE_READER, (name, worker))
 
     def feed_items(self, name: str, limit: int) -> list[Ranked]:
         """The newest ``limit`` ranked papers of a subscriber's digests, newest first."""
